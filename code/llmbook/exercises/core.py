@@ -1,0 +1,150 @@
+"""The machinery of self-checking exercises (every chapter).
+
+A chapter's checks live in ``llmbook.exercises.chNN`` and register themselves
+with :func:`exercise`. In a notebook the student writes an answer (a function
+or a value bound to a known name) and runs ``check("ch04.softmax")``, which
+finds that name in the notebook, runs the hidden tests, and prints either that
+the answer is right or what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["Exercise", "CheckFailed", "Result", "exercise", "expect", "check", "run", "get", "all_exercises"]
+
+
+class CheckFailed(AssertionError):
+    """Raised by a check when the answer is wrong; the message is shown to the student."""
+
+
+@dataclass
+class Exercise:
+    id: str  # "ch04.softmax": chapter module, then a short name
+    name: str  # the notebook variable the check reads (a function, class or value)
+    title: str
+    check: Callable[[Any], None]  # raises CheckFailed with a helpful message
+    wrong: list[Any] = field(default_factory=list)  # plausible wrong answers: each must fail (tests)
+
+
+@dataclass
+class Result:
+    id: str
+    passed: bool
+    message: str
+    seconds: float
+
+    def __str__(self) -> str:
+        mark = "✅ correct" if self.passed else "❌ not yet"
+        return f"{mark}: {self.message}"
+
+
+_REGISTRY: dict[str, Exercise] = {}
+
+
+def exercise(id: str, *, name: str, title: str, wrong: list[Any] | None = None):
+    """Register the decorated function as the check of exercise ``id``.
+
+    The check receives the student's object (the notebook variable ``name``)
+    and raises :class:`CheckFailed` (most simply through :func:`expect`) with a
+    message that says what is wrong. ``wrong`` lists plausible wrong answers;
+    the test suite proves that each of them is rejected.
+    """
+
+    def register(check_function: Callable[[Any], None]) -> Callable[[Any], None]:
+        if id in _REGISTRY:
+            raise ValueError(f"exercise {id!r} is registered twice")
+        _REGISTRY[id] = Exercise(id, name, title, check_function, list(wrong or []))
+        return check_function
+
+    return register
+
+
+def expect(condition: bool, message: str) -> None:
+    """Fail the check with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def _load_chapter(exercise_id: str) -> None:
+    chapter = exercise_id.split(".", 1)[0]
+    try:
+        importlib.import_module(f"llmbook.exercises.{chapter}")
+    except ModuleNotFoundError as error:
+        if error.name != f"llmbook.exercises.{chapter}":
+            raise
+
+
+def get(exercise_id: str) -> Exercise:
+    """The registered exercise ``exercise_id`` (its chapter's checks are imported on first use)."""
+    if exercise_id not in _REGISTRY:
+        _load_chapter(exercise_id)
+    if exercise_id not in _REGISTRY:
+        known = ", ".join(sorted(e for e in _REGISTRY if e.split(".")[0] == exercise_id.split(".")[0])) or "none"
+        raise KeyError(f"no exercise {exercise_id!r}; this chapter has: {known}")
+    return _REGISTRY[exercise_id]
+
+
+def all_exercises(chapter: str | None = None) -> list[Exercise]:
+    """Every registered exercise (of one chapter, e.g. ``"ch04"``), importing all chapter modules."""
+    package = importlib.import_module("llmbook.exercises")
+    for module in sorted(p.stem for p in __import__("pathlib").Path(package.__file__).parent.glob("ch*.py")):
+        importlib.import_module(f"llmbook.exercises.{module}")
+    return [e for e in _REGISTRY.values() if chapter is None or e.id.startswith(chapter + ".")]
+
+
+_MISSING = object()
+
+
+def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None) -> Result:
+    """Run one check and return its :class:`Result` (never raises for a wrong answer)."""
+    ex = get(exercise_id)
+    start = time.perf_counter()
+    if answer is _MISSING:
+        namespace = namespace if namespace is not None else {}
+        if ex.name not in namespace:
+            return Result(
+                ex.id, False, f"`{ex.name}` is not defined yet: write it in the cell above and run that cell first.", 0.0
+            )
+        answer = namespace[ex.name]
+    try:
+        ex.check(answer)
+    except CheckFailed as failure:
+        return Result(ex.id, False, str(failure), time.perf_counter() - start)
+    except NotImplementedError:
+        return Result(
+            ex.id,
+            False,
+            f"`{ex.name}` is not implemented yet: replace `raise NotImplementedError()` with your code.",
+            time.perf_counter() - start,
+        )
+    except Exception as error:  # the student's code crashed: show where, briefly
+        last = traceback.extract_tb(error.__traceback__)[-1]
+        return Result(
+            ex.id,
+            False,
+            f"your code raised {type(error).__name__}: {error} (line {last.lineno}: {last.line!s})",
+            time.perf_counter() - start,
+        )
+    return Result(ex.id, True, f"{ex.title}: all checks passed.", time.perf_counter() - start)
+
+
+def check(exercise_id: str, answer: Any = _MISSING) -> None:
+    """Check the student's answer to ``exercise_id`` and print the verdict.
+
+    With no ``answer``, the exercise's variable is looked up in the caller's
+    (the notebook's) globals. When ``LLMBOOK_STRICT_CHECKS=1`` (the book build
+    and the tests), a wrong answer raises, so a broken reference solution fails
+    the build.
+    """
+    namespace = inspect.currentframe().f_back.f_globals if answer is _MISSING else None
+    result = run(exercise_id, answer, namespace)
+    print(result)
+    if not result.passed and os.environ.get("LLMBOOK_STRICT_CHECKS") == "1":
+        raise CheckFailed(f"{exercise_id}: {result.message}")

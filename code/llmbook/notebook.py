@@ -1,0 +1,38 @@
+"""Small helpers for the chapters' notebooks (every chapter).
+
+They work the same in the HTML build (where myst-nb is present), in Colab,
+JupyterLab and VS Code (where it is not).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+__all__ = ["show_source", "glue"]
+
+
+def show_source(obj: Any):
+    """Show the library's own source of ``obj`` (a function, class or method), highlighted.
+
+    The chapters use this instead of copying code: what the reader sees is
+    exactly what runs.
+    """
+    from IPython.display import Code
+
+    source = inspect.getsource(obj)
+    return Code(inspect.cleandoc("\n" + source) if source.startswith((" ", "\t")) else source, language="python")
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Make ``value`` available to the prose as ``{glue:}`name``` in the HTML book.
+
+    Outside the book build (Colab, JupyterLab) myst-nb may be missing; then this
+    does nothing but return ``value``.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    myst_glue(name, value, display=display)
+    return value

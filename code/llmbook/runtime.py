@@ -1,0 +1,164 @@
+"""Where the code runs and how big each chapter's experiments are.
+
+Used by every chapter: :func:`get_device` picks the accelerator, :func:`budget`
+picks the size of every experiment (``smoke`` for tests, ``cpu`` for a laptop,
+``gpu`` for a Colab T4 or better), :func:`autocast` turns on mixed precision
+where the hardware supports it, and :func:`peak_flops` gives the denominator
+of model-FLOPs utilisation (MFU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import Any, Mapping, TypeVar
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BUDGETS",
+    "BudgetError",
+    "get_device",
+    "seed_everything",
+    "budget",
+    "pick",
+    "amp_dtype",
+    "autocast",
+    "peak_flops",
+    "describe",
+]
+
+BUDGETS = ("smoke", "cpu", "gpu")
+
+T = TypeVar("T")
+
+
+class BudgetError(ValueError):
+    """An unknown budget name, or a size table that lacks the current budget."""
+
+
+def get_device() -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU.
+
+    The environment variable ``LLMBOOK_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``) overrides the choice, e.g. to run a GPU machine's chapter on the CPU.
+    """
+    requested = os.environ.get("LLMBOOK_DEVICE", "").strip()
+    if requested:
+        try:
+            device = torch.device(requested)
+        except RuntimeError as error:
+            raise ValueError(
+                f"LLMBOOK_DEVICE={requested!r} is not a device PyTorch knows; "
+                "use cpu, cuda, cuda:N or mps, or unset it to pick automatically"
+            ) from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"LLMBOOK_DEVICE={requested!r} but this PyTorch sees no CUDA GPU; unset it or use cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"LLMBOOK_DEVICE={requested!r} but MPS is not available here; unset it or use cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so that a run repeats."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA and MPS generators too
+
+
+def budget() -> str:
+    """The size of every experiment: ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+
+    ``LLMBOOK_BUDGET`` overrides; otherwise ``gpu`` when a CUDA GPU is present,
+    else ``cpu``. ``smoke`` is what the tests use: seconds per chapter.
+    """
+    requested = os.environ.get("LLMBOOK_BUDGET", "").strip().lower()
+    if requested:
+        if requested not in BUDGETS:
+            raise BudgetError(
+                f"LLMBOOK_BUDGET={requested!r} is not a budget; choose one of {', '.join(BUDGETS)} "
+                "(or unset it: gpu when CUDA is present, else cpu)"
+            )
+        return requested
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def pick(table: Mapping[str, T], name: str | None = None) -> T:
+    """The entry of a per-budget size table for the current budget.
+
+    >>> pick({"smoke": 1, "cpu": 10, "gpu": 100}, "cpu")
+    10
+    """
+    name = budget() if name is None else name
+    if name not in table:
+        raise BudgetError(f"this size table has no entry for budget {name!r}; it has {sorted(table)}")
+    return table[name]
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The low-precision dtype autocast should use on ``device``, or None for full fp32.
+
+    bf16 on GPUs that support it (Ampere and newer), fp16 on older GPUs such as
+    Colab's T4 (which then need loss scaling), none on CPU and MPS.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, _ = torch.cuda.get_device_capability(index)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """A mixed-precision context for ``device``: bf16 or fp16 on CUDA, nothing elsewhere."""
+    device = torch.device(device)
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# Peak dense (no sparsity) tensor-core throughput in FLOP/s, bf16 where the chip
+# has it, fp16 otherwise. Sources: NVIDIA data sheets (T4, A10, A100, L4, H100, H200).
+_GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,  # SXM
+    "A100": 312e12,
+    "L4": 121e12,
+    "A10": 125e12,  # A10 (not A100: matched after A100)
+    "T4": 65e12,  # fp16; the T4 has no bf16
+}
+
+
+def peak_flops(device: torch.device | str | None = None) -> float:
+    """Peak dense low-precision FLOP/s of ``device``, the denominator of MFU.
+
+    For a known GPU the data-sheet figure; for an unknown GPU a conservative
+    100 TFLOP/s; for the CPU a rough estimate: threads x 3 GHz x 32 fp32 FLOPs
+    per cycle (two AVX2 fused multiply-add units). MPS: 10 TFLOP/s.
+    """
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in _GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+        return 100e12
+    if device.type == "mps":
+        return 10e12
+    return torch.get_num_threads() * 3.0e9 * 32
+
+
+def describe() -> str:
+    """One line for the top of a chapter: budget, device and library versions."""
+    device = get_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"budget: {budget()} | device: {name} | torch {torch.__version__} | threads: {torch.get_num_threads()}"
