@@ -1,0 +1,309 @@
+"""Attention and positional encodings, written out step by step (Chapter 4: Attention).
+
+Everything a Transformer block needs besides the MLP:
+
+* :func:`scaled_dot_product_attention`: softmax(q kᵀ / √d_k) v, the explicit
+  version that also returns the attention weights;
+* :func:`causal_mask` and :func:`padding_mask`: boolean masks, ``True`` where a
+  query may attend to a key (PyTorch's convention for boolean ``attn_mask``);
+* :class:`MultiHeadAttention`: h heads as reshapes of one projection, with a
+  fast path (``torch.nn.functional.scaled_dot_product_attention``) when the
+  weights are not needed and the explicit path when they are;
+* :func:`sinusoidal_positions`, :class:`LearnedPositions` and
+  :func:`apply_rope`: three ways to tell attention where each token is.
+
+The tests (``tests/test_attention.py``) check each piece against PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "causal_mask",
+    "padding_mask",
+    "MultiHeadAttention",
+    "sinusoidal_positions",
+    "LearnedPositions",
+    "apply_rope",
+]
+
+
+def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
+    """``mask`` broadcast to ``scores_shape``; clear errors for a wrong dtype, shape or a fully masked row."""
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
+            "for a 0/1 tensor use mask.bool(), for an additive -inf mask use mask == 0"
+        )
+    try:
+        mask = mask.expand(scores_shape)
+    except RuntimeError as error:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores' shape "
+            f"{tuple(scores_shape)} (..., T_q, T_k)"
+        ) from error
+    fully_masked = ~mask.any(dim=-1)  # (..., T_q): rows where no key is allowed
+    if fully_masked.any():
+        where = tuple(int(i) for i in fully_masked.nonzero()[0])
+        raise ValueError(
+            f"the mask allows no key at all for query row {where} (index into (..., T_q)); softmax over an "
+            "empty set is undefined: let every query attend to at least one key (e.g. itself)"
+        )
+    return mask
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q kᵀ / √d_k) v, and the attention weights.
+
+    q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v); ``mask`` a bool
+    tensor broadcastable to (..., T_q, T_k), True where the query may attend
+    to the key. Masked keys get exactly zero weight. Returns
+    ``(output (..., T_q, d_v), weights (..., T_q, T_k))``; each row of
+    ``weights`` sums to one. Dropout (on the weights) only when ``training``.
+    """
+    if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
+        raise ValueError(
+            f"q, k and v need at least 2 dimensions (..., T, d); got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension d_k to be multiplied: q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions T_k (one value per key): "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+    if mask is not None:
+        mask = _check_mask(mask, scores.shape)
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: exactly zero weight
+    weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1
+    if dropout_p > 0.0 and training:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    return weights @ v, weights  # (..., T_q, d_v)
+
+
+def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T) bool, True on and below the diagonal: position i may attend to positions 0..i.
+
+    >>> causal_mask(3).int().tolist()
+    [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    """
+    if T < 1:
+        raise ValueError(f"causal_mask needs a sequence length T >= 1, got {T}")
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def padding_mask(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, 1, 1, T) bool, True where the key is a real token (not ``pad_id``).
+
+    It broadcasts over heads and query positions of (B, H, T_q, T_k) scores.
+    >>> padding_mask(torch.tensor([[5, 7, 0]]), pad_id=0).flatten().tolist()
+    [True, True, False]
+    """
+    if idx.dim() != 2:
+        raise ValueError(f"padding_mask expects token ids of shape (B, T), got {tuple(idx.shape)}")
+    return (idx != pad_id)[:, None, None, :]  # (B, 1, 1, T)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: h scaled dot-product attentions side by side, as reshapes.
+
+    The parameters are named like :class:`torch.nn.MultiheadAttention`'s so its
+    weights can be copied in (:meth:`load_from_torch`): ``in_proj`` holds W_Q,
+    W_K, W_V stacked (``in_proj.weight`` is (3E, E), like ``in_proj_weight``)
+    and ``out_proj`` is W_O. Inputs are (B, T, E) with ``batch_first=True``
+    (the default here, unlike PyTorch's), else (T, B, E).
+
+    ``forward`` returns ``(output, weights)``: ``weights`` (B, H, T_q, T_k) per
+    head when ``need_weights=True`` (explicit path), else None and the fused
+    ``F.scaled_dot_product_attention`` runs (fast path). Both give the same output.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = True):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}): each head gets "
+                "embed_dim // num_heads dimensions"
+            )
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.in_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)  # W_Q, W_K, W_V stacked
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)  # W_O
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) -> (B, H, T, E/H): each head sees its own slice of the features."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, head_dim)
+
+    @staticmethod
+    def merge_heads(x: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, E/H) -> (B, T, E): the heads' outputs side by side again."""
+        B, H, T, head_dim = x.shape
+        return x.transpose(1, 2).reshape(B, T, H * head_dim)  # (B, T, E)
+
+    def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+        """Q = query W_Qᵀ + b_Q, K = key W_Kᵀ + b_K, V = value W_Vᵀ + b_V, each (B, T, E)."""
+        if query is key and key is value:  # self-attention: one matrix multiply
+            return self.in_proj(query).chunk(3, dim=-1)
+        w_q, w_k, w_v = self.in_proj.weight.chunk(3, dim=0)
+        b_q, b_k, b_v = self.in_proj.bias.chunk(3) if self.in_proj.bias is not None else (None, None, None)
+        return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        rope: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``query`` to ``key``/``value`` (both default to ``query``: self-attention).
+
+        ``mask``: bool, broadcastable to (B, H, T_q, T_k), True = may attend
+        (e.g. :func:`padding_mask`). ``is_causal``: also forbid attending to
+        later positions. ``rope``: rotate queries and keys by their positions
+        (:func:`apply_rope`) before the dot products.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+                layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
+                raise ValueError(
+                    f"{name} must have shape {layout} with E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}"
+                )
+        if not self.batch_first:
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))  # (T, B, E) -> (B, T, E)
+        q, k, v = self.project(query, key, value)  # each (B, T, E)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, head_dim)
+        if rope:
+            q, k = apply_rope(q), apply_rope(k)
+        T_q, T_k = q.shape[-2], k.shape[-2]
+        if is_causal and T_q != T_k:
+            raise ValueError(f"is_causal needs as many queries as keys, got T_q={T_q}, T_k={T_k}")
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:  # explicit path: the weights are needed, e.g. for a view of them
+            if is_causal:
+                causal = causal_mask(T_q, device=q.device)
+                mask = causal if mask is None else (mask & causal)
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p, training=self.training)
+        else:  # fast path: PyTorch's fused kernels (flash / memory-efficient on GPU), no weights kept
+            weights = None
+            if mask is None:
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
+            else:
+                if is_causal:
+                    mask = mask & causal_mask(T_q, device=q.device)
+                mask = _check_mask(mask, torch.Size((q.shape[0], self.num_heads, T_q, T_k)))
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        out = self.out_proj(self.merge_heads(out))  # (B, T_q, E)
+        if not self.batch_first:
+            out = out.transpose(0, 1)  # (T_q, B, E)
+        return out, weights
+
+    @torch.no_grad()
+    def load_from_torch(self, module: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Copy the weights of a :class:`torch.nn.MultiheadAttention` of the same size (for checks)."""
+        if module.embed_dim != self.embed_dim or module.num_heads != self.num_heads:
+            raise ValueError(
+                f"sizes differ: ours embed_dim={self.embed_dim}, num_heads={self.num_heads}; "
+                f"theirs embed_dim={module.embed_dim}, num_heads={module.num_heads}"
+            )
+        if module.in_proj_weight is None:
+            raise ValueError("only nn.MultiheadAttention with equal query/key/value sizes (kdim = vdim = embed_dim)")
+        self.in_proj.weight.copy_(module.in_proj_weight)
+        self.out_proj.weight.copy_(module.out_proj.weight)
+        if self.in_proj.bias is not None:
+            if module.in_proj_bias is None:
+                raise ValueError("ours has biases and theirs has none: build ours with bias=False")
+            self.in_proj.bias.copy_(module.in_proj_bias)
+            self.out_proj.bias.copy_(module.out_proj.bias)
+        return self
+
+
+def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> torch.Tensor:
+    """The (T, d) sinusoidal position table of "Attention Is All You Need".
+
+    PE[pos, 2i] = sin(pos / base^(2i/d)), PE[pos, 2i+1] = cos(pos / base^(2i/d)).
+    """
+    if d % 2 != 0 or d < 2:
+        raise ValueError(f"sinusoidal_positions needs an even dimension d (sin/cos pairs), got d={d}")
+    if T < 1:
+        raise ValueError(f"sinusoidal_positions needs T >= 1, got {T}")
+    positions = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
+    frequencies = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,) = 1 / base^(2i/d)
+    angles = positions * frequencies  # (T, d/2)
+    table = torch.empty(T, d)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table
+
+
+class LearnedPositions(nn.Module):
+    """One trained vector per position (as in GPT-2 and BERT): an embedding table of (max_len, d)."""
+
+    def __init__(self, max_len: int, d: int):
+        super().__init__()
+        self.max_len = max_len
+        self.embedding = nn.Embedding(max_len, d)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+
+    def forward(self, positions: int | torch.Tensor) -> torch.Tensor:
+        """``forward(T)`` -> (T, d) for positions 0..T-1; ``forward(positions)`` -> positions.shape + (d,)."""
+        if isinstance(positions, int):
+            T = positions
+            positions = torch.arange(T, device=self.embedding.weight.device)
+        if positions.numel() and (int(positions.max()) >= self.max_len or int(positions.min()) < 0):
+            raise ValueError(
+                f"position {int(positions.max())} is outside the learned table of max_len={self.max_len} "
+                "positions: a learned encoding cannot extrapolate; use a shorter input or a larger max_len"
+            )
+        return self.embedding(positions)
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (RoPE, Su et al. 2021) of x (B, H, T, head_dim).
+
+    Each pair of features (2i, 2i+1) of the vector at position m is rotated by
+    the angle m·θ_i with θ_i = base^(-2i/head_dim). Rotations keep lengths, and
+    the dot product of a rotated query at m and a rotated key at n depends only
+    on m - n. ``positions``: (T,) integers (default 0..T-1).
+    """
+    if x.dim() < 2:
+        raise ValueError(f"apply_rope expects (..., T, head_dim), got shape {tuple(x.shape)}")
+    T, head_dim = x.shape[-2], x.shape[-1]
+    if head_dim % 2 != 0:
+        raise ValueError(f"apply_rope rotates pairs of features: head_dim must be even, got {head_dim}")
+    if positions is None:
+        positions = torch.arange(T, device=x.device)
+    if positions.shape[-1] != T:
+        raise ValueError(f"positions has {positions.shape[-1]} entries but x has T={T} positions")
+    theta = base ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim)  # (head_dim/2,)
+    angles = positions.to(torch.float32)[..., None] * theta  # (T, head_dim/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (..., T, head_dim/2) each: the two coordinates of each pair
+    rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)  # (..., T, head_dim/2, 2)
+    return rotated.flatten(-2)  # (..., T, head_dim): pairs interleaved back in place
