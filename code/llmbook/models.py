@@ -1,0 +1,494 @@
+"""GPT and BERT built from the attention of Chapter 4 (Chapter 5: Building the Transformer).
+
+* :class:`GPT` (decoder-only): token + learned position embeddings, ``n_layer``
+  pre-LN blocks with *causal* self-attention, a final LayerNorm and a language
+  -model head tied to the token embedding. Trained by next-token prediction.
+* :class:`BERT` (encoder-only): token + position (+ segment) embeddings,
+  post-LN blocks (as in the original BERT; ``norm_first=True`` gives pre-LN)
+  with *bidirectional* self-attention and padding masks, a masked-LM head tied
+  to the token embedding, and a classification head.
+
+Both share :class:`MLP` and :class:`Block` and use
+:class:`llmbook.attention.MultiHeadAttention` for attention: there is one
+attention in the library. ``forward(idx, targets=None)`` returns
+``(logits, loss)``, plus a list of per-layer (B, H, T, T) attention weights
+with ``return_attention=True`` (for ``llmbook.viz.attention_view``).
+
+Parameter counts and FLOPs have closed forms (:func:`gpt_num_params_formula`,
+:meth:`GPT.flops_per_token`) that the tests check against the code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import MultiHeadAttention, padding_mask
+
+__all__ = [
+    "GPTConfig",
+    "GPT",
+    "BERTConfig",
+    "BERT",
+    "MLP",
+    "Block",
+    "gpt_num_params_formula",
+    "check_token_ids",
+]
+
+IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch's default ignore_index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks shared by both models: a clear error instead of a cryptic index error deep inside.
+# ---------------------------------------------------------------------------------------------
+
+
+def check_token_ids(idx: torch.Tensor, vocab_size: int, block_size: int, what: str = "idx") -> None:
+    """Raise a ValueError that names the problem and the fix unless ``idx`` is (B, T) ids in range."""
+    if not isinstance(idx, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)")
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise ValueError(f"{what} must hold integer token ids, got dtype {idx.dtype}; convert with {what}.long()")
+    if idx.dim() != 2:
+        hint = f"{what}.unsqueeze(0) for a single sequence" if idx.dim() == 1 else "reshape it to (batch, time)"
+        raise ValueError(f"{what} must have shape (batch, time), got {tuple(idx.shape)}; use {hint}")
+    B, T = idx.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(idx.shape)}); pass at least one sequence of at least one token")
+    if T > block_size:
+        raise ValueError(
+            f"{what} has {T} positions but the model's block_size (context length) is {block_size}; "
+            f"crop to the last {block_size} tokens with {what}[:, -{block_size}:]"
+        )
+    low, high = (int(v) for v in torch.aminmax(idx))  # one device sync for both ends
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{what} contains token id {bad}, outside the vocabulary 0..{vocab_size - 1}; "
+            "encode the text with the tokenizer the model was built for (vocab_size must match)"
+        )
+
+
+def _check_targets(targets: torch.Tensor, idx: torch.Tensor, vocab_size: int) -> None:
+    if targets.shape != idx.shape:
+        raise ValueError(
+            f"targets must have the same shape as idx {tuple(idx.shape)} (one target id per position), "
+            f"got {tuple(targets.shape)}"
+        )
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}; use targets.long()")
+    bad = (targets >= vocab_size) | ((targets < 0) & (targets != IGNORE_INDEX))
+    if bad.any():
+        value = int(targets[bad][0])
+        raise ValueError(
+            f"targets contain {value}: use ids in 0..{vocab_size - 1}, or {IGNORE_INDEX} for positions the loss ignores"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The two parts of every Transformer block.
+# ---------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """The position-wise feed-forward network: d -> 4d -> GELU -> d, then dropout.
+
+    Every position goes through the same two linear maps, independently: this
+    is where most of a Transformer's parameters (8 d² of each block's 12 d²) live.
+    """
+
+    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)  # expand
+        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)  # project back to the residual stream
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, d) -> (B, T, 4d) -> (B, T, d)
+
+
+class Block(nn.Module):
+    """One Transformer block: self-attention and an MLP, each with a residual connection and a LayerNorm.
+
+    ``norm_first=True`` (pre-LN, GPT-2 and later): x + Attn(LN(x)), then x + MLP(LN(x)).
+    ``norm_first=False`` (post-LN, the original Transformer and BERT):
+    LN(x + Attn(x)), then LN(x + MLP(x)). ``is_causal`` forbids attending to
+    later positions (a decoder); ``mask`` (bool, True = may attend) hides padding.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, norm_first: bool = True):
+        super().__init__()
+        self.norm_first = norm_first
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = MultiHeadAttention(n_embd, n_head, dropout=dropout, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)  # on the attention's output, before the residual add
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, dropout=dropout, bias=bias)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.norm_first:  # pre-LN: the residual stream x itself is never normalised
+            attended, weights = self.attn(self.ln_1(x), mask=mask, is_causal=is_causal, need_weights=need_weights)
+            x = x + self.attn_dropout(attended)  # (B, T, d)
+            x = x + self.mlp(self.ln_2(x))
+        else:  # post-LN: normalise after each residual add
+            attended, weights = self.attn(x, mask=mask, is_causal=is_causal, need_weights=need_weights)
+            x = self.ln_1(x + self.attn_dropout(attended))
+            x = self.ln_2(x + self.mlp(x))
+        return x, weights
+
+
+def _init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2's initialisation: N(0, 0.02) for every matrix and embedding, zero biases, LayerNorm (1, 0);
+    the projections that write into the residual stream (attention out_proj and MLP proj) get
+    std 0.02 / sqrt(2 n_layer), so the stream's variance does not grow with depth (2 adds per block)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    residual_std = 0.02 / math.sqrt(2 * n_layer)
+    for name, parameter in model.named_parameters():
+        if name.endswith("attn.out_proj.weight") or name.endswith("mlp.proj.weight"):
+            nn.init.normal_(parameter, mean=0.0, std=residual_std)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT: decoder-only.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GPTConfig:
+    """Sizes of a GPT. GPT-2 small: ``GPTConfig(50257, 1024, 12, 12, 768)``.
+
+    ``causal=False`` removes the causal mask: the model can then see the token it
+    is asked to predict. Chapter 5 uses it to show why a decoder needs the mask.
+    """
+
+    vocab_size: int
+    block_size: int  # the longest context (T) the model accepts
+    n_layer: int
+    n_head: int
+    n_embd: int  # d, the width of the residual stream
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms
+    causal: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"each head gets n_embd // n_head dimensions; try n_head={math.gcd(self.n_embd, self.n_head)}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> int:
+    """The closed form of :meth:`GPT.num_params` (the chapter derives each term).
+
+    With biases (``bias=True``), per block: attention 4d² + 4d, MLP 8d² + 5d,
+    two LayerNorms 4d, so 12d² + 13d; plus embeddings (V + T)·d and the final
+    LayerNorm 2d. The head is tied to the token embedding: no extra parameters.
+    Without biases: 12d² + 2d per block and d for the final LayerNorm.
+    ``non_embedding=True`` leaves out the token and position embeddings (the
+    N of scaling laws, Kaplan et al. 2020).
+    """
+    V, T, L, d = config.vocab_size, config.block_size, config.n_layer, config.n_embd
+    per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
+    final_norm = 2 * d if config.bias else d
+    embeddings = 0 if non_embedding else (V + T) * d
+    return embeddings + L * per_block + final_norm
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model (GPT-2's architecture).
+
+    ``forward(idx, targets=None, return_attention=False)`` with ``idx`` (B, T)
+    token ids returns ``(logits (B, T, V), loss)``; ``loss`` is the mean
+    next-token cross-entropy when ``targets`` (B, T) are given (positions with
+    target -100 are ignored), else None. With ``return_attention=True`` a third
+    item: a list of n_layer tensors (B, H, T, T) of attention weights.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # (V, d)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # (T_max, d), learned
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(config.n_embd, config.n_head, config.dropout, config.bias, norm_first=True)
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, d) matrix reads and writes tokens
+        _init_weights(self, config.n_layer)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False
+    ) -> tuple:
+        config = self.config
+        check_token_ids(idx, config.vocab_size, config.block_size)
+        if targets is not None:
+            _check_targets(targets, idx, config.vocab_size)
+        B, T = idx.shape
+        positions = torch.arange(T, device=idx.device)  # (T,)
+        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, d)
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, is_causal=config.causal, need_weights=return_attention)
+            attentions.append(weights)
+        x = self.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=IGNORE_INDEX
+            )  # (B*T, V) against (B*T,)
+        if return_attention:
+            return logits, loss, attentions
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (the tied head counted once); ``non_embedding=True`` leaves out
+        the token and position embeddings, as in scaling laws."""
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
+        if non_embedding:
+            total -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
+        return total
+
+    def flops_per_token(self, context: int | None = None, training: bool = True) -> int:
+        """Floating-point operations to process one token at context length ``context`` (default block_size).
+
+        A matrix multiply costs 2 FLOPs (multiply + add) per weight per token. The
+        weights a token is multiplied by are the blocks' 12·L·d² and the LM head's V·d
+        (embedding look-ups, biases, LayerNorms and softmax are left out: they are
+        small). Attention adds q·kᵀ and weights·v: 2·T·d each per layer. So
+
+            forward  = 2·(12·L·d² + V·d) + 4·L·T·d
+            training = 3 × forward = 6·(12·L·d² + V·d) + 12·L·T·d
+
+        (the backward pass costs twice the forward: gradients for activations and
+        for weights). ``training=False`` gives the forward pass alone.
+        """
+        config = self.config
+        T = config.block_size if context is None else context
+        L, d, V = config.n_layer, config.n_embd, config.vocab_size
+        forward = 2 * (12 * L * d * d + V * d) + 4 * L * T * d
+        return 3 * forward if training else forward
+
+    @classmethod
+    def from_config(cls, **kwargs) -> "GPT":
+        return cls(GPTConfig(**kwargs))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
+
+
+# ---------------------------------------------------------------------------------------------
+# BERT: encoder-only.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BERTConfig:
+    """Sizes of a BERT. BERT-base: ``BERTConfig(30522, 512, 12, 12, 768, n_segments=2)``.
+
+    ``pad_id``: the id of the padding token; keys holding it are masked out of
+    attention (None: no padding). ``norm_first=False`` is the original
+    post-LN BERT; ``True`` gives pre-LN blocks (steadier for deep stacks).
+    ``pooling``: ``"first"`` (the [CLS] token, as in BERT) or ``"mean"`` (the
+    mean over real tokens) for the classification head of ``num_classes``.
+    """
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.1
+    bias: bool = True
+    n_segments: int = 0  # 2 for sentence-pair tasks (segment A / B); 0: no segment embedding
+    pad_id: int | None = None
+    norm_first: bool = False
+    num_classes: int = 2
+    pooling: str = "first"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_segments < 0:
+            raise ValueError(f"n_segments must be >= 0, got {self.n_segments}")
+        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary 0..{self.vocab_size - 1}")
+        if self.pooling not in ("first", "mean"):
+            raise ValueError(f"pooling must be 'first' or 'mean', got {self.pooling!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class BERT(nn.Module):
+    """An encoder-only Transformer (BERT's architecture) with a masked-LM head and a classifier.
+
+    ``forward(idx, targets=None, return_attention=False, segment_ids=None,
+    attention_mask=None)`` returns ``(logits (B, T, V), loss)`` for masked
+    language modelling: ``targets`` hold the original id at masked positions
+    and -100 elsewhere. Attention is bidirectional: every position sees every
+    real (non-padding) token. ``classify(idx, labels=None)`` returns
+    ``(class_logits (B, num_classes), loss)``.
+
+    Post-LN by default, as in Devlin et al. (2019), so the model is the one the
+    paper describes; it trains well at BERT's depths with learning-rate warm-up.
+    """
+
+    def __init__(self, config: BERTConfig):
+        super().__init__()
+        self.config = config
+        d = config.n_embd
+        self.token_embedding = nn.Embedding(config.vocab_size, d)
+        self.position_embedding = nn.Embedding(config.block_size, d)
+        self.segment_embedding = nn.Embedding(config.n_segments, d) if config.n_segments else None
+        self.ln_embedding = nn.LayerNorm(d, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(d, config.n_head, config.dropout, config.bias, norm_first=config.norm_first)
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(d, bias=config.bias) if config.norm_first else nn.Identity()
+        # Masked-LM head: a d x d transform, GELU, LayerNorm, then the tied (V, d) matrix plus a bias per token.
+        self.mlm_transform = nn.Linear(d, d, bias=config.bias)
+        self.mlm_norm = nn.LayerNorm(d, bias=config.bias)
+        self.mlm_head = nn.Linear(d, config.vocab_size, bias=True)
+        self.mlm_head.weight = self.token_embedding.weight  # weight tying
+        # Classification head: pooler (d x d, tanh) then a linear map to the classes.
+        self.pooler = nn.Linear(d, d, bias=config.bias)
+        self.classifier = nn.Linear(d, config.num_classes, bias=True)
+        _init_weights(self, config.n_layer)
+
+    def _attention_mask(self, idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, 1, 1, T) bool, True at real tokens, from ``attention_mask`` (B, T) or from ``pad_id``."""
+        if attention_mask is not None:
+            if attention_mask.shape != idx.shape:
+                raise ValueError(
+                    f"attention_mask must have the shape of idx {tuple(idx.shape)} (True/1 at real tokens), "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            real = attention_mask.bool()
+        elif self.config.pad_id is not None:
+            real = idx != self.config.pad_id  # (B, T)
+        else:
+            return None
+        if not real.any(dim=1).all():
+            raise ValueError("a sequence in the batch is all padding; give every sequence at least one real token")
+        return real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+
+    def encode(
+        self,
+        idx: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, list, torch.Tensor | None]:
+        """Contextual vectors (B, T, d) for every position, the attention weights, and the key mask."""
+        config = self.config
+        check_token_ids(idx, config.vocab_size, config.block_size)
+        B, T = idx.shape
+        mask = self._attention_mask(idx, attention_mask)
+        positions = torch.arange(T, device=idx.device)
+        x = self.token_embedding(idx) + self.position_embedding(positions)  # (B, T, d)
+        if self.segment_embedding is not None:
+            if segment_ids is None:
+                segment_ids = torch.zeros_like(idx)
+            if segment_ids.shape != idx.shape or int(segment_ids.min()) < 0 or int(segment_ids.max()) >= config.n_segments:
+                raise ValueError(
+                    f"segment_ids must have the shape of idx {tuple(idx.shape)} with values in 0..{config.n_segments - 1}"
+                )
+            x = x + self.segment_embedding(segment_ids)
+        elif segment_ids is not None:
+            raise ValueError("segment_ids given but the model has no segment embedding: build it with n_segments=2")
+        x = self.dropout(self.ln_embedding(x))
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, mask=mask, is_causal=False, need_weights=return_attention)
+            attentions.append(weights)
+        return self.ln_f(x), attentions, mask
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        return_attention: bool = False,
+        segment_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple:
+        if targets is not None:
+            check_token_ids(idx, self.config.vocab_size, self.config.block_size)
+            _check_targets(targets, idx, self.config.vocab_size)
+        hidden, attentions, _ = self.encode(idx, segment_ids, attention_mask, return_attention)
+        logits = self.mlm_head(self.mlm_norm(F.gelu(self.mlm_transform(hidden))))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            B, T = idx.shape
+            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=IGNORE_INDEX)
+        if return_attention:
+            return logits, loss, attentions
+        return logits, loss
+
+    def classify(
+        self,
+        idx: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits (B, num_classes) from the first token's vector or the mean over real tokens."""
+        hidden, _, mask = self.encode(idx, segment_ids, attention_mask)
+        if self.config.pooling == "first":
+            pooled = hidden[:, 0]  # (B, d): the [CLS] position
+        else:
+            real = mask[:, 0, 0, :, None].to(hidden.dtype) if mask is not None else torch.ones_like(hidden[..., :1])
+            pooled = (hidden * real).sum(dim=1) / real.sum(dim=1)  # (B, d): mean over real tokens only
+        logits = self.classifier(self.dropout(torch.tanh(self.pooler(pooled))))
+        loss = None
+        if labels is not None:
+            if labels.shape != (idx.shape[0],):
+                raise ValueError(f"labels must have shape ({idx.shape[0]},), one class per sequence, got {tuple(labels.shape)}")
+            loss = F.cross_entropy(logits.float(), labels)
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
+            if self.segment_embedding is not None:
+                total -= self.segment_embedding.weight.numel()
+        return total
+
+    def flops_per_token(self, context: int | None = None, training: bool = True) -> int:
+        """As :meth:`GPT.flops_per_token`, plus the MLM transform (d²): 2·(12·L·d² + d² + V·d) + 4·L·T·d forward."""
+        config = self.config
+        T = config.block_size if context is None else context
+        L, d, V = config.n_layer, config.n_embd, config.vocab_size
+        forward = 2 * (12 * L * d * d + d * d + V * d) + 4 * L * T * d
+        return 3 * forward if training else forward
