@@ -1,0 +1,370 @@
+"""Specifications of the training loop, batchers and checkpoints (Chapter 6)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmbook import train as T
+from llmbook.train import MaskedLMBatcher, TokenBatcher, TrainConfig, lr_at, train
+
+
+class TinyLM(nn.Module):
+    """A small next-token model with every kind of parameter the optimizer sorts: matrices, biases, LayerNorm."""
+
+    def __init__(self, vocab_size=11, width=16, block_size=8, dropout=0.1):
+        super().__init__()
+        self.block_size = block_size
+        self.embed = nn.Embedding(vocab_size, width)
+        self.norm = nn.LayerNorm(width)
+        self.hidden = nn.Linear(width, width)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(width, vocab_size)
+
+    def forward(self, idx, targets=None):
+        h = self.drop(torch.relu(self.hidden(self.norm(self.embed(idx)))))
+        logits = self.head(h)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+
+def repeating_data(n=600, period=11):
+    ids = torch.arange(n) % period
+    return ids[: int(0.9 * n)], ids[int(0.9 * n) :]
+
+
+def quiet(**kwargs):
+    defaults = dict(progress=False, eval_interval=5, eval_steps=2, log_interval=1, amp=False)
+    defaults.update(kwargs)
+    return TrainConfig(**defaults)
+
+
+# ---------------------------------------------------------------- batchers
+
+
+def test_token_batcher_targets_are_inputs_shifted_by_one():
+    data = torch.arange(1000)
+    batcher = TokenBatcher(data[:900], data[900:], block_size=16)
+    x, y = batcher.get_batch("train", 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (8, 16)
+    assert torch.equal(y, x + 1)
+    assert int(x.max()) < 900
+    xv, _ = batcher.get_batch("val", 4, torch.Generator().manual_seed(0))
+    assert int(xv.min()) >= 900
+
+
+def test_token_batcher_is_reproducible_from_the_generator_state():
+    batcher = TokenBatcher(torch.arange(500), torch.arange(50), block_size=4)
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    first = batcher.get_batch("train", 5, generator)[0]
+    generator.set_state(state)
+    assert torch.equal(first, batcher.get_batch("train", 5, generator)[0])
+
+
+def test_token_batcher_rejects_data_shorter_than_a_window():
+    with pytest.raises(ValueError, match="val split has 4 tokens"):
+        TokenBatcher(torch.arange(100), torch.arange(4), block_size=8)
+    with pytest.raises(ValueError, match="train split has 0 tokens"):
+        TokenBatcher(torch.tensor([], dtype=torch.long), torch.arange(100), block_size=8)
+    with pytest.raises(ValueError, match="split must be"):
+        TokenBatcher(torch.arange(100), torch.arange(100), 8).get_batch("test", 2)
+
+
+def test_masked_lm_batcher_follows_the_80_10_10_rule():
+    vocab, mask_id = 50, 0
+    data = torch.randint(1, vocab, (20_000,), generator=torch.Generator().manual_seed(0))
+    batcher = MaskedLMBatcher(data, data[:1000], block_size=64, mask_token_id=mask_id, vocab_size=vocab)
+    generator = torch.Generator().manual_seed(1)
+    inputs, targets = batcher.get_batch("train", 256, generator)
+    selected = targets != -100
+    fraction = selected.float().mean().item()
+    assert 0.14 < fraction < 0.16
+    # Unselected positions are untouched; the loss ignores them.
+    original = torch.where(selected, targets, inputs)
+    masked = (inputs == mask_id) & selected
+    kept = (inputs == original) & selected
+    replaced = selected & ~masked & ~kept
+    n = selected.sum().item()
+    assert abs(masked.sum().item() / n - 0.8) < 0.02
+    # A random replacement equals the original 1 time in 49: "kept" is a little above 10%.
+    assert abs(kept.sum().item() / n - (0.1 + 0.1 / 49)) < 0.02
+    assert abs(replaced.sum().item() / n - 0.1 * 48 / 49) < 0.02
+    assert not (inputs[~selected] == mask_id).any()
+
+
+def test_masked_lm_batcher_selects_at_least_one_position_per_row():
+    data = torch.arange(2, 300) % 40 + 2
+    batcher = MaskedLMBatcher(data, data, block_size=4, mask_token_id=1, vocab_size=42, mask_prob=0.01)
+    _, targets = batcher.get_batch("train", 64, torch.Generator().manual_seed(0))
+    assert ((targets != -100).sum(dim=1) >= 1).all()
+
+
+# ---------------------------------------------------------------- schedule and optimizer
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():
+    config = TrainConfig(max_steps=100, batch_size=1, lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    assert lr_at(0, config) == pytest.approx(1e-4)
+    assert lr_at(4, config) == pytest.approx(5e-4)
+    assert lr_at(9, config) == pytest.approx(1e-3)
+    assert lr_at(55, config) == pytest.approx(5.5e-4)  # half way through the cosine: the mean of lr and min_lr
+    assert lr_at(100, config) == pytest.approx(1e-4)
+    assert lr_at(500, config) == pytest.approx(1e-4)
+    rates = [lr_at(s, config) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_min_lr_defaults_to_a_tenth_of_lr():
+    assert lr_at(10**6, TrainConfig(max_steps=10, batch_size=1, lr=3e-3)) == pytest.approx(3e-4)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = TinyLM()
+    optimizer = T.configure_optimizer(model, TrainConfig(max_steps=1, batch_size=1, weight_decay=0.1), "cpu")
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"])
+    assert {id(p) for p in plain["params"]} == {
+        id(model.norm.weight), id(model.norm.bias), id(model.hidden.bias), id(model.head.bias)
+    }
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(batch_size=0), "batch_size must be"),
+        (dict(lr=0.0), "lr must be a positive"),
+        (dict(lr=-1e-3), "lr must be a positive"),
+        (dict(max_steps=0), "max_steps must be"),
+        (dict(grad_accum_steps=0), "grad_accum_steps"),
+        (dict(min_lr=1.0), "min_lr must be"),
+        (dict(grad_clip=0.0), "grad_clip"),
+        (dict(warmup_steps=50, lr_decay_steps=10), "lr_decay_steps"),
+    ],
+)
+def test_bad_config_values_are_rejected_with_a_reason(bad, message):
+    values = dict(max_steps=10, batch_size=2)
+    values.update(bad)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**values)
+
+
+def test_a_batcher_window_longer_than_the_model_context_is_rejected():
+    model = TinyLM(block_size=8)
+    batcher = TokenBatcher(*repeating_data(), block_size=16)
+    with pytest.raises(ValueError, match="larger than the model's block_size"):
+        train(model, batcher, quiet(max_steps=1, batch_size=2), device="cpu")
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def test_training_learns_a_repeating_sequence_and_records_history():
+    torch.manual_seed(0)
+    model = TinyLM(dropout=0.0)
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    result = train(model, batcher, quiet(max_steps=60, batch_size=8, lr=1e-2, warmup_steps=5), device="cpu")
+    history = result.history
+    assert history["val_loss"][0] == pytest.approx(math.log(11), abs=0.5)
+    assert history["val_loss"][-1] < 0.3 and result.best_val_loss == min(history["val_loss"])
+    assert history["step"] == list(range(0, 61, 5))
+    assert len(history["loss"]) == len(history["lr"]) == len(history["grad_norm"]) == 60
+    assert history["lr"][0] == pytest.approx(2e-3) and history["lr"][4] == pytest.approx(1e-2)
+    assert all(t > 0 for t in history["tokens_per_second"]) and all(0 < m < 1 for m in history["mfu"])
+    assert result.stopped == "completed" and result.steps == 60
+
+
+def test_gradient_clipping_bounds_the_update_and_reports_the_pre_clip_norm():
+    torch.manual_seed(0)
+    model = TinyLM(dropout=0.0)
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train(model, batcher, quiet(max_steps=1, batch_size=4, grad_clip=1e-3, lr=1e-3), device="cpu")
+    assert result.history["grad_norm"][0] > 1e-2  # reported before clipping
+    change = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert change > 0
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    """Two micro-batches of 4 give the same update as one batch of 8 made of the same windows."""
+
+    class FixedBatcher:
+        block_size = 8
+
+        def __init__(self):
+            gen = torch.Generator().manual_seed(0)
+            self.x = torch.randint(11, (8, 8), generator=gen)
+            self.y = torch.randint(11, (8, 8), generator=gen)
+            self.calls = 0
+
+        def get_batch(self, split, batch_size, generator=None):
+            if batch_size == 8:
+                return self.x, self.y
+            half = self.calls % 2
+            self.calls += 1
+            return self.x[half * 4 : half * 4 + 4], self.y[half * 4 : half * 4 + 4]
+
+    torch.manual_seed(0)
+    a = TinyLM(dropout=0.0)
+    b = TinyLM(dropout=0.0)
+    b.load_state_dict(a.state_dict())
+    train(a, FixedBatcher(), quiet(max_steps=1, batch_size=8, eval_steps=1), device="cpu")
+    train(b, FixedBatcher(), quiet(max_steps=1, batch_size=4, grad_accum_steps=2, eval_steps=1), device="cpu")
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message_and_keeps_good_weights(tmp_path):
+    class Fragile(TinyLM):
+        """Its loss turns NaN on the 7th training step, as after a blow-up."""
+
+        training_calls = 0
+
+        def forward(self, idx, targets=None):
+            logits, loss = super().forward(idx, targets)
+            if self.training:
+                self.training_calls += 1
+                if self.training_calls == 7:
+                    loss = loss * float("nan")
+            return logits, loss
+
+    torch.manual_seed(0)
+    model = Fragile()
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    config = quiet(max_steps=20, batch_size=4, checkpoint_dir=str(tmp_path), checkpoint_interval=5)
+    result = train(model, batcher, config, device="cpu")
+    assert result.stopped == "non-finite loss" and result.steps == 6
+    assert "step 7" in result.message and "lower learning rate" in result.message
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert T.load_checkpoint(tmp_path / "latest", TinyLM())["step"] == 5
+
+
+def run_resumable(steps, tmp_path=None, resume=None, decay_steps=None, seed=0):
+    torch.manual_seed(123)
+    model = TinyLM(dropout=0.2)  # dropout makes the test depend on the global RNG state too
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    config = quiet(
+        max_steps=steps,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=3,
+        lr_decay_steps=decay_steps,
+        checkpoint_dir=str(tmp_path) if tmp_path else None,
+        checkpoint_interval=steps if tmp_path else None,
+        seed=seed,
+    )
+    return model, train(model, batcher, config, device="cpu", resume=resume)
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    n = 10
+    straight_model, straight = run_resumable(2 * n)
+    # First half with the full run's schedule, saved; then fresh objects resume from the checkpoint.
+    _, first = run_resumable(n, tmp_path=tmp_path, decay_steps=2 * n)
+    assert first.checkpoint is not None
+    torch.manual_seed(999)  # disturb the global RNG: resuming must restore it
+    resumed_model, resumed = run_resumable(2 * n, resume=first.checkpoint)
+    for (name, a), (_, b) in zip(straight_model.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert resumed.history["val_loss"] == straight.history["val_loss"]
+    assert resumed.history["lr"] == straight.history["lr"]
+
+
+def test_keyboard_interrupt_saves_a_checkpoint_and_returns_the_partial_run(tmp_path):
+    class InterruptingBatcher(TokenBatcher):
+        calls = 0
+
+        def get_batch(self, split, batch_size, generator=None):
+            if split == "train":
+                InterruptingBatcher.calls += 1
+                if InterruptingBatcher.calls == 10:  # 2 for the evaluation at step 0, then steps 1..7
+                    raise KeyboardInterrupt
+            return super().get_batch(split, batch_size, generator)
+
+    torch.manual_seed(123)
+    model = TinyLM(dropout=0.2)
+    config = quiet(max_steps=20, batch_size=4, lr=3e-3, warmup_steps=3, checkpoint_dir=str(tmp_path), eval_interval=100)
+    result = train(model, InterruptingBatcher(*repeating_data(), block_size=8), config, device="cpu")
+    assert result.stopped == "interrupted" and result.steps == 7
+    assert "resume=" in result.message
+    # Resuming from the interrupt checkpoint ends exactly where an uninterrupted run ends.
+    straight_model, straight = run_resumable(20)
+    resumed_model, resumed = run_resumable(20, resume=tmp_path)
+    for a, b in zip(straight_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_time_limit_stops_early_and_evaluates_the_last_step():
+    model = TinyLM()
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    result = train(model, batcher, quiet(max_steps=10**6, batch_size=2, max_seconds=0.2), device="cpu")
+    assert result.stopped == "time limit" and 0 < result.steps < 10**6
+    assert result.history["step"][-1] == result.steps
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = TinyLM()
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    train(model, batcher, quiet(max_steps=3, batch_size=2), device="cpu")
+    optimizer = T.configure_optimizer(model, TrainConfig(max_steps=1, batch_size=1))
+    model(*batcher.get_batch("train", 2))[1].backward()
+    optimizer.step()
+    generator = torch.Generator().manual_seed(5)
+    T.save_checkpoint(tmp_path / "ck", model, optimizer, state={"step": 3, "note": "hi"}, generator=generator)
+    expected_next = torch.rand(3)
+    expected_batch = torch.randint(100, (3,), generator=generator)
+
+    fresh = TinyLM()
+    fresh_optimizer = T.configure_optimizer(fresh, TrainConfig(max_steps=1, batch_size=1))
+    fresh_generator = torch.Generator()
+    state = T.load_checkpoint(tmp_path / "ck", fresh, fresh_optimizer, generator=fresh_generator)
+    assert state == {"step": 3, "note": "hi"}
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    for pa, pb in zip(model.parameters(), fresh.parameters()):
+        sa, sb = optimizer.state[pa], fresh_optimizer.state[pb]
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert torch.equal(torch.rand(3), expected_next)
+    assert torch.equal(torch.randint(100, (3,), generator=fresh_generator), expected_batch)
+
+
+def test_checkpoints_hold_no_pickle_and_tied_weights_survive(tmp_path):
+    class Tied(TinyLM):
+        def __init__(self):
+            super().__init__()
+            self.head.weight = self.embed.weight
+
+    model = Tied()
+    path = T.save_checkpoint(tmp_path / "ck", model)
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.safetensors", "state.json"]
+    for file in path.iterdir():
+        assert b"\x80\x04" not in file.read_bytes()[:2]  # not a pickle stream
+    fresh = Tied()
+    T.load_checkpoint(path, fresh)
+    assert torch.equal(fresh.embed.weight, model.embed.weight) and fresh.head.weight is fresh.embed.weight
+
+
+def test_saving_over_an_existing_checkpoint_replaces_it_whole(tmp_path):
+    model = TinyLM()
+    T.save_checkpoint(tmp_path / "ck", model, state={"step": 1})
+    with torch.no_grad():
+        model.head.bias.fill_(7.0)
+    T.save_checkpoint(tmp_path / "ck", model, state={"step": 2})
+    fresh = TinyLM()
+    assert T.load_checkpoint(tmp_path / "ck", fresh)["step"] == 2
+    assert (fresh.head.bias == 7.0).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary directories left behind
+
+
+def test_loading_something_that_is_not_a_checkpoint_says_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+        T.load_checkpoint(tmp_path, TinyLM())
