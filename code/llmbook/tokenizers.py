@@ -1,14 +1,20 @@
 """Turning text into integer ids and back (Chapter 2: Core concepts; used from Chapter 5 on).
 
 ``CharTokenizer``: one id per Unicode character seen in training, any script.
+``WordTokenizer``: Unicode normalisation, lowercasing, a regex word splitter, optional stop words.
+``BPETokenizer``: byte-level byte-pair encoding with GPT-2-style pre-tokenization and special tokens.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import re
+import unicodedata
+from collections import Counter, defaultdict
 from pathlib import Path
 
-__all__ = ["CharTokenizer"]
+__all__ = ["CharTokenizer", "WordTokenizer", "BPETokenizer", "STOP_WORDS", "GPT2_STYLE_PATTERN", "get_pair_counts", "merge"]
 
 
 class CharTokenizer:
@@ -61,3 +67,369 @@ class CharTokenizer:
         if state.get("type") != "char":
             raise ValueError(f"{path} does not hold a CharTokenizer (type={state.get('type')!r})")
         return cls(state["chars"])
+
+
+# --------------------------------------------------------------------------- words
+# A small English stop-word list (function words that carry little topic information).
+STOP_WORDS = frozenset(
+    """a an the and or but if then else so of at by for with about against between into through during
+    before after above below to from up down in out on off over under again further once here there when
+    where why how all any both each few more most other some such no nor not only own same than too very
+    can will just should now i me my myself we our ours ourselves you your yours yourself yourselves he him
+    his himself she her hers herself it its itself they them their theirs themselves what which who whom
+    this that these those am is are was were be been being have has had having do does did doing would could
+    shall may might must""".split()
+)
+
+# Words (letters with inner apostrophes), numbers, single CJK ideographs, or one other symbol.
+# Chinese is written without spaces; one character per token is the simplest honest split
+# (a real Chinese word segmenter such as jieba would group characters into words).
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+WORD_PATTERN = re.compile(
+    rf"[{_CJK}]|(?:(?![{_CJK}])[^\W\d_])+(?:['’](?:(?![{_CJK}])[^\W\d_])+)*|\d+(?:[.,]\d+)*|[^\w\s]"
+)
+
+
+class WordTokenizer:
+    """Normalise, split into words, optionally drop stop words; ids for a vocabulary of words.
+
+    >>> WordTokenizer(remove_stop_words=True).tokenize("The Ｃａｔ sat on the mat.")
+    ['cat', 'sat', 'mat', '.']
+    >>> WordTokenizer().tokenize("我爱 NLP!")
+    ['我', '爱', 'nlp', '!']
+    """
+
+    UNK = "<unk>"
+
+    def __init__(
+        self,
+        lowercase: bool = True,
+        normalization: str | None = "NFKC",
+        remove_stop_words: bool = False,
+        stop_words=None,
+        keep_punctuation: bool = True,
+    ):
+        if normalization not in (None, "NFC", "NFD", "NFKC", "NFKD"):
+            raise ValueError(f"normalization must be None, 'NFC', 'NFD', 'NFKC' or 'NFKD', got {normalization!r}")
+        self.lowercase = lowercase
+        self.normalization = normalization
+        self.remove_stop_words = remove_stop_words
+        self.stop_words = frozenset(STOP_WORDS if stop_words is None else stop_words)
+        self.keep_punctuation = keep_punctuation
+        self.words: list[str] = []
+        self.stoi: dict[str, int] = {}
+
+    def normalize(self, text: str) -> str:
+        """Unicode normalisation (NFKC folds full-width letters, ligatures, superscripts) and lowercasing."""
+        if self.normalization:
+            text = unicodedata.normalize(self.normalization, text)
+        return text.lower() if self.lowercase else text
+
+    def tokenize(self, text: str) -> list[str]:
+        """The words of ``text`` after normalisation (stop words dropped if asked)."""
+        if not isinstance(text, str):
+            raise TypeError(f"WordTokenizer.tokenize expects a str, got {type(text).__name__}")
+        words = WORD_PATTERN.findall(self.normalize(text))
+        if not self.keep_punctuation:
+            words = [w for w in words if w[0].isalnum()]
+        if self.remove_stop_words:
+            words = [w for w in words if w.lower() not in self.stop_words]
+        return words
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int | None = None, min_count: int = 1, **options) -> "WordTokenizer":
+        """A vocabulary of the most frequent words of ``text`` (``<unk>`` takes id 0 and every other word)."""
+        tokenizer = cls(**options)
+        counts = Counter(tokenizer.tokenize(text))
+        if not counts:
+            raise ValueError("cannot build a WordTokenizer vocabulary from text with no words")
+        if vocab_size is not None and vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2 (<unk> and one word), got {vocab_size}")
+        ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        if vocab_size is not None:
+            ranked = ranked[: vocab_size - 1]
+        tokenizer.words = [cls.UNK] + ranked
+        tokenizer.stoi = {w: i for i, w in enumerate(tokenizer.words)}
+        return tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str) -> list[int]:
+        if not self.words:
+            raise RuntimeError("this WordTokenizer has no vocabulary yet: use WordTokenizer.train(text)")
+        return [self.stoi.get(w, 0) for w in self.tokenize(text)]
+
+    def decode(self, ids) -> str:
+        """Words joined by spaces: word tokenization loses the original spacing (and unknown words)."""
+        try:
+            return " ".join(self.words[int(i)] for i in ids)
+        except IndexError:
+            bad = next(int(i) for i in ids if not 0 <= int(i) < self.vocab_size)
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})") from None
+
+    def save(self, path: str | Path) -> None:
+        state = {"type": "word", "lowercase": self.lowercase, "normalization": self.normalization,
+                 "remove_stop_words": self.remove_stop_words, "stop_words": sorted(self.stop_words),
+                 "keep_punctuation": self.keep_punctuation, "words": self.words}
+        Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "WordTokenizer":
+        state = _read_state(path, "word", ["words", "lowercase", "normalization"])
+        tokenizer = cls(state["lowercase"], state["normalization"], state.get("remove_stop_words", False),
+                        state.get("stop_words"), state.get("keep_punctuation", True))
+        tokenizer.words = list(state["words"])
+        tokenizer.stoi = {w: i for i, w in enumerate(tokenizer.words)}
+        return tokenizer
+
+
+def _read_state(path: str | Path, kind: str, keys: list[str]) -> dict:
+    """The JSON state of a saved tokenizer, with clear errors for missing, corrupt or foreign files."""
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no tokenizer file at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a valid tokenizer file (corrupt JSON: {error}); save the tokenizer again") from None
+    if not isinstance(state, dict) or state.get("type") != kind:
+        found = state.get("type") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} does not hold a {kind} tokenizer (type={found!r})")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"{path} is missing {', '.join(missing)}: the file is incomplete; save the tokenizer again")
+    return state
+
+
+# --------------------------------------------------------------------------- bytes
+# GPT-2-style pre-tokenization written for the standard library's `re` (which lacks \p{L}):
+# [^\W\d_] is "a letter in any script", \d "a digit in any script", (?:[^\s\w]|_) "anything else".
+# English contractions split off; a word keeps one leading space; runs of spaces stay apart from
+# the word that follows them. Merges never cross these chunk boundaries.
+GPT2_STYLE_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+)
+
+
+def get_pair_counts(ids, counts=None) -> dict:
+    """Counts of adjacent pairs: ``[1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}``."""
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def merge(ids, pair, new_id) -> list[int]:
+    """Replace every ``pair`` in ``ids`` by ``new_id``: ``merge([1, 2, 3, 1, 2], (1, 2), 4) -> [4, 3, 4]``."""
+    first, second = pair
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == first and ids[i + 1] == second:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+class BPETokenizer:
+    """Byte-level byte-pair encoding (as in GPT-2): any Unicode text, no unknown tokens.
+
+    Ids 0..255 are the bytes; each learned merge adds one id; special tokens such as
+    ``<|endoftext|>`` come last and are always encoded as one id, never merged with anything.
+
+    >>> tok = BPETokenizer.train("low lower lowest " * 20, vocab_size=263, special_tokens=[])
+    >>> [tok.token_bytes(i) for i in tok.encode(" lowest")]
+    [b' lowest']
+    >>> tok.decode(tok.encode("naïve 世界 🙂"))
+    'naïve 世界 🙂'
+    """
+
+    def __init__(self, merges=(), special_tokens=(), pattern: str = GPT2_STYLE_PATTERN):
+        self.pattern = pattern
+        self._regex = re.compile(pattern)
+        self.merges: dict[tuple[int, int], int] = {}
+        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
+        for (a, b) in merges:
+            a, b = int(a), int(b)
+            if a not in self.vocab or b not in self.vocab:
+                raise ValueError(f"merge ({a}, {b}) uses an id that is not defined before it")
+            new_id = len(self.vocab)
+            self.merges[(a, b)] = new_id
+            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+        self.special_tokens: dict[str, int] = {}
+        for token in special_tokens:
+            if not isinstance(token, str) or not token:
+                raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
+            if token in self.special_tokens:
+                raise ValueError(f"special token {token!r} is listed twice")
+            self.special_tokens[token] = len(self.vocab) + len(self.special_tokens)
+        self.special_ids = {i: t for t, i in self.special_tokens.items()}
+        self._special_regex = (
+            re.compile("(" + "|".join(re.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)) + ")")
+            if self.special_tokens else None
+        )
+        self._cache: dict[str, list[int]] = {}
+
+    # ---------------------------------------------------------------- training
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens=("<|endoftext|>",),
+              pattern: str = GPT2_STYLE_PATTERN, verbose: bool = False) -> "BPETokenizer":
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
+
+        The text is cut into chunks by ``pattern`` (and at special tokens); identical chunks
+        are counted once with their frequency. Each step merges the most frequent adjacent
+        pair (ties: the smallest pair of ids) and updates the pair counts only in the chunks
+        that contain it, so a merge costs time proportional to where it occurs, not to the text.
+        """
+        special_tokens = list(special_tokens)
+        if not isinstance(text, str) or not text:
+            raise ValueError("cannot train a BPE tokenizer on empty text")
+        num_merges = vocab_size - 256 - len(special_tokens)
+        if num_merges < 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} "
+                f"special tokens alone need {256 + len(special_tokens)}"
+            )
+        regex = re.compile(pattern)
+        pieces = [text]
+        if special_tokens:  # never learn merges across (or inside) special tokens
+            splitter = re.compile("|".join(re.escape(t) for t in sorted(special_tokens, key=len, reverse=True)))
+            pieces = splitter.split(text)
+        chunk_counts = Counter()
+        for piece in pieces:
+            chunk_counts.update(regex.findall(piece))
+        words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # unique chunks as byte ids
+        frequencies = list(chunk_counts.values())
+
+        pair_counts: dict[tuple[int, int], int] = defaultdict(int)
+        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> chunks that contain it
+        for index, (word, frequency) in enumerate(zip(words, frequencies)):
+            for pair in zip(word, word[1:]):
+                pair_counts[pair] += frequency
+                where[pair].add(index)
+        heap = [(-count, pair) for pair, count in pair_counts.items()]
+        heapq.heapify(heap)
+
+        merges = []
+        next_id = 256
+        while len(merges) < num_merges and heap:
+            negative_count, pair = heapq.heappop(heap)
+            if pair_counts.get(pair, 0) != -negative_count:
+                continue  # stale heap entry: the count changed after it was pushed
+            if -negative_count < 1:
+                break
+            merges.append(pair)
+            changed = set()
+            for index in where.pop(pair):
+                word, frequency = words[index], frequencies[index]
+                for old in zip(word, word[1:]):  # remove the old word's pairs ...
+                    pair_counts[old] -= frequency
+                    changed.add(old)
+                new_word = merge(word, pair, next_id)
+                words[index] = new_word
+                for new in zip(new_word, new_word[1:]):  # ... and add the new word's
+                    pair_counts[new] += frequency
+                    where[new].add(index)
+                    changed.add(new)
+            pair_counts.pop(pair, None)
+            changed.discard(pair)
+            for changed_pair in changed:
+                count = pair_counts[changed_pair]
+                if count > 0:
+                    heapq.heappush(heap, (-count, changed_pair))
+                else:
+                    del pair_counts[changed_pair]
+                    where.pop(changed_pair, None)
+            if verbose and len(merges) <= 20:
+                print(f"merge {len(merges)}: {pair} -> {next_id} (count {-negative_count})")
+            next_id += 1
+        return cls(merges, special_tokens, pattern)
+
+    # ---------------------------------------------------------------- encoding
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for (a special token: its UTF-8 text)."""
+        token_id = int(token_id)
+        if token_id in self.vocab:
+            return self.vocab[token_id]
+        if token_id in self.special_ids:
+            return self.special_ids[token_id].encode("utf-8")
+        raise ValueError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
+
+    def token_str(self, token_id: int) -> str:
+        """A readable form of a token (bytes that are not valid UTF-8 on their own become \\xNN)."""
+        return self.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        cached = self._cache.get(chunk)
+        if cached is not None:
+            return cached
+        ids = list(chunk.encode("utf-8"))
+        merges = self.merges
+        while len(ids) >= 2:
+            # the adjacent pair learned earliest (lowest new id) is merged first, as in training
+            best = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, 1 << 62))
+            if best not in merges:
+                break
+            ids = merge(ids, best, merges[best])
+        if len(self._cache) < 1_000_000:
+            self._cache[chunk] = ids
+        return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode ``text`` treating special-token strings as plain text."""
+        ids = []
+        for chunk in self._regex.findall(text):
+            ids.extend(self._encode_chunk(chunk))
+        return ids
+
+    def encode(self, text: str, allowed_special: str | set = "all") -> list[int]:
+        """Token ids of ``text``; special tokens (``allowed_special``: "all", "none" or a set) become one id."""
+        if not isinstance(text, str):
+            raise TypeError(f"BPETokenizer.encode expects a str, got {type(text).__name__}")
+        if allowed_special == "none" or self._special_regex is None:
+            return self.encode_ordinary(text)
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not special tokens of this tokenizer ({list(self.special_tokens)})")
+        ids = []
+        for i, piece in enumerate(self._special_regex.split(text)):
+            if i % 2 == 1 and piece in allowed:  # odd pieces are the separators: special tokens
+                ids.append(self.special_tokens[piece])
+            elif piece:
+                ids.extend(self.encode_ordinary(piece))
+        return ids
+
+    def decode(self, ids, errors: str = "replace") -> str:
+        """The text of ``ids``; byte sequences that are not valid UTF-8 (a cut token list) become U+FFFD."""
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors=errors)
+
+    # ---------------------------------------------------------------- saving
+    def save(self, path: str | Path) -> None:
+        """A JSON file with the pattern, the merges in order and the special tokens."""
+        state = {"type": "bpe", "version": 1, "pattern": self.pattern,
+                 "merges": [list(p) for p in self.merges], "special_tokens": list(self.special_tokens)}
+        Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BPETokenizer":
+        state = _read_state(path, "bpe", ["pattern", "merges", "special_tokens"])
+        merges = state["merges"]
+        if not isinstance(merges, list) or not all(
+            isinstance(m, list) and len(m) == 2 and all(isinstance(x, int) for x in m) for m in merges
+        ):
+            raise ValueError(f"{path} has malformed merges (expected a list of [id, id] pairs); save the tokenizer again")
+        try:
+            return cls(merges, state["special_tokens"], state["pattern"])
+        except (ValueError, re.error) as error:
+            raise ValueError(f"{path} is not a consistent BPE tokenizer file: {error}") from None
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special={list(self.special_tokens)})"
