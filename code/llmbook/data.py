@@ -12,6 +12,7 @@ download never leaves a half file behind. Anything that goes wrong raises a
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -143,13 +144,20 @@ def _check(path: Path, dataset: Dataset, where: str, fix: str) -> None:
     _verified[path] = (stat.st_size, stat.st_mtime)
 
 
-def _atomic_copy_into(target: Path, write) -> None:
-    """Create ``target`` by calling ``write(handle)`` on a temporary file in the same folder, then renaming."""
+def _atomic_copy_into(target: Path, write, verify=None) -> None:
+    """Create ``target`` by calling ``write(handle)`` on a temporary file in the same folder, then renaming.
+
+    ``verify(path)``, if given, checks the temporary file before the rename, so a file that
+    fails verification never appears under ``target``'s name, not even for a moment.
+    Whatever goes wrong (including KeyboardInterrupt), the temporary file is removed.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
     try:
         with handle:
             write(handle)
+        if verify is not None:
+            verify(Path(handle.name))
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -165,10 +173,16 @@ def _download(dataset: Dataset, handle) -> None:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     handle.write(block)
                     bar.update(len(block))
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        mirror = os.environ.get("LLMBOOK_DATA_MIRROR")
+        where = (
+            f"LLMBOOK_DATA_MIRROR={mirror} does not hold {dataset.name}; "
+            if mirror
+            else "no mirror is set (LLMBOOK_DATA_MIRROR); "
+        )
         raise DataError(
-            f"could not download {dataset.name} from {dataset.url} ({error}). "
-            f"If this machine is offline, download that URL elsewhere and put the file at "
+            f"could not download {dataset.name} from {dataset.url} ({error}); {where}"
+            f"if this machine is offline, download that URL elsewhere and put the file at "
             f"{cache_dir() / dataset.name}, or set LLMBOOK_DATA_MIRROR to a folder that holds {dataset.name}."
         ) from error
 
@@ -190,12 +204,14 @@ def fetch(name: str) -> Path:
             with open(source, "rb") as src:
                 _atomic_copy_into(target, lambda handle: shutil.copyfileobj(src, handle))
             return target
-    _atomic_copy_into(target, lambda handle: _download(dataset, handle))
-    try:
-        _check(target, dataset, "the download", f"the server sent other bytes; try again later or fetch {dataset.url} by hand")
-    except DataError:
-        target.unlink(missing_ok=True)  # never keep bytes that failed verification
-        raise
+    # The download is verified before it takes the cache's name: bytes that fail never stay behind.
+    _atomic_copy_into(
+        target,
+        lambda handle: _download(dataset, handle),
+        verify=lambda path: _check(
+            path, dataset, "the download", f"the server sent other bytes; try again later or fetch {dataset.url} by hand"
+        ),
+    )
     return target
 
 

@@ -56,6 +56,11 @@ def get_device() -> torch.device:
             ) from error
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"LLMBOOK_DEVICE={requested!r} but this PyTorch sees no CUDA GPU; unset it or use cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"LLMBOOK_DEVICE={requested!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from 0; use cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"LLMBOOK_DEVICE={requested!r} but MPS is not available here; unset it or use cpu")
         return device
@@ -126,14 +131,18 @@ def autocast(device: torch.device | str) -> contextlib.AbstractContextManager[An
 
 
 # Peak dense (no sparsity) tensor-core throughput in FLOP/s, bf16 where the chip
-# has it, fp16 otherwise. Sources: NVIDIA data sheets (T4, A10, A100, L4, H100, H200).
+# has it, fp16 otherwise. Sources: NVIDIA data sheets (T4, A10, A100, L4, L40S, H100, H200).
+# The first key contained in the device name wins, so longer names come before their prefixes
+# ("H100 PCIe" before "H100", "A100" before "A10", "L40S" before "L4").
 _GPU_PEAK_FLOPS = {
     "H200": 989e12,
     "H100 PCIe": 756e12,
     "H100": 989e12,  # SXM
     "A100": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
     "L4": 121e12,
-    "A10": 125e12,  # A10 (not A100: matched after A100)
+    "A10": 125e12,
     "T4": 65e12,  # fp16; the T4 has no bf16
 }
 
