@@ -10,14 +10,28 @@ the answer is right or what is wrong with it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Exercise", "CheckFailed", "Result", "exercise", "expect", "check", "run", "get", "all_exercises"]
+__all__ = [
+    "Exercise",
+    "CheckFailed",
+    "Result",
+    "exercise",
+    "expect",
+    "check",
+    "run",
+    "get",
+    "all_exercises",
+    "chapter_modules",
+    "load_checks_file",
+]
 
 
 class CheckFailed(AssertionError):
@@ -39,6 +53,7 @@ class Result:
     passed: bool
     message: str
     seconds: float
+    unanswered: bool = False  # the student has not written an answer yet (stub or missing name)
 
     def __str__(self) -> str:
         mark = "✅ correct" if self.passed else "❌ not yet"
@@ -91,15 +106,40 @@ def get(exercise_id: str) -> Exercise:
     return _REGISTRY[exercise_id]
 
 
+def chapter_modules() -> list[str]:
+    """Names of the chapters that have checks (``["ch01", "ch04", ...]``): the ``chNN.py`` modules here."""
+    return sorted(path.stem for path in Path(__file__).parent.glob("ch[0-9]*.py"))
+
+
 def all_exercises(chapter: str | None = None) -> list[Exercise]:
     """Every registered exercise (of one chapter, e.g. ``"ch04"``), importing all chapter modules."""
-    package = importlib.import_module("llmbook.exercises")
-    for module in sorted(p.stem for p in __import__("pathlib").Path(package.__file__).parent.glob("ch*.py")):
+    for module in chapter_modules():
         importlib.import_module(f"llmbook.exercises.{module}")
     return [e for e in _REGISTRY.values() if chapter is None or e.id.startswith(chapter + ".")]
 
 
+def load_checks_file(path: str | Path) -> list[str]:
+    """Import a Python file of extra ``@exercise`` checks (an instructor's own); returns the ids it added.
+
+    The file imports ``from llmbook.exercises import exercise, expect`` like a
+    chapter module; ids follow the ``chNN.name`` convention.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checks file {path} not found")
+    before = set(_REGISTRY)
+    spec = importlib.util.spec_from_file_location(f"llmbook_extra_checks_{abs(hash(str(path.resolve())))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(set(_REGISTRY) - before)
+
+
 _MISSING = object()
+
+
+def _crash_message(error: BaseException) -> str:
+    last = traceback.extract_tb(error.__traceback__)[-1]
+    return f"your code raised {type(error).__name__}: {error} (line {last.lineno}: {last.line!s})"
 
 
 def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None) -> Result:
@@ -110,28 +150,32 @@ def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None)
         namespace = namespace if namespace is not None else {}
         if ex.name not in namespace:
             return Result(
-                ex.id, False, f"`{ex.name}` is not defined yet: write it in the cell above and run that cell first.", 0.0
+                ex.id,
+                False,
+                f"`{ex.name}` is not defined yet: write your answer in the exercise's cell "
+                "(in place of `raise NotImplementedError()`), run that cell, then this one.",
+                0.0,
+                unanswered=True,
             )
         answer = namespace[ex.name]
     try:
         ex.check(answer)
     except CheckFailed as failure:
         return Result(ex.id, False, str(failure), time.perf_counter() - start)
-    except NotImplementedError:
-        return Result(
-            ex.id,
-            False,
-            f"`{ex.name}` is not implemented yet: replace `raise NotImplementedError()` with your code.",
-            time.perf_counter() - start,
-        )
+    except NotImplementedError as error:
+        line = traceback.extract_tb(error.__traceback__)[-1].line or ""
+        if "NotImplementedError" in line or (not line and not str(error)):  # the student edition's stub
+            return Result(
+                ex.id,
+                False,
+                f"`{ex.name}` is not implemented yet: replace `raise NotImplementedError()` with your code, "
+                "run that cell, then this one.",
+                time.perf_counter() - start,
+                unanswered=True,
+            )
+        return Result(ex.id, False, _crash_message(error), time.perf_counter() - start)
     except Exception as error:  # the student's code crashed: show where, briefly
-        last = traceback.extract_tb(error.__traceback__)[-1]
-        return Result(
-            ex.id,
-            False,
-            f"your code raised {type(error).__name__}: {error} (line {last.lineno}: {last.line!s})",
-            time.perf_counter() - start,
-        )
+        return Result(ex.id, False, _crash_message(error), time.perf_counter() - start)
     return Result(ex.id, True, f"{ex.title}: all checks passed.", time.perf_counter() - start)
 
 
