@@ -573,17 +573,22 @@ def _empty_history() -> dict[str, list]:
 
 
 def _training_flops_per_token(model: nn.Module, block_size: int) -> float:
-    """FLOPs of one forward and backward pass per token.
+    """FLOPs of one forward and backward pass per token, the numerator of MFU.
 
-    With ``model.flops_per_token()`` (the forward FLOPs per token, Chapter 5)
-    the training cost is three times that: the backward pass costs about twice
-    the forward. Otherwise the 6N rule: 6 FLOPs per parameter per token.
+    From ``model.flops_per_token(context, training=True)`` when the model has
+    it (Chapter 5's GPT and BERT); otherwise the 6N rule: 6 FLOPs per
+    parameter per token (2 forward, 4 backward).
     """
     if hasattr(model, "flops_per_token"):
-        try:
-            return 3.0 * float(model.flops_per_token())
-        except TypeError:
-            return 3.0 * float(model.flops_per_token(block_size))
+        import inspect
+
+        parameters = inspect.signature(model.flops_per_token).parameters
+        kwargs = {}
+        if "context" in parameters:
+            kwargs["context"] = block_size
+        if "training" in parameters:
+            kwargs["training"] = True
+        return float(model.flops_per_token(**kwargs))
     return 6.0 * sum(p.numel() for p in model.parameters())
 
 
