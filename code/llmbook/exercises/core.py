@@ -163,8 +163,8 @@ def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None)
     except CheckFailed as failure:
         return Result(ex.id, False, str(failure), time.perf_counter() - start)
     except NotImplementedError as error:
-        line = traceback.extract_tb(error.__traceback__)[-1].line or ""
-        if "NotImplementedError" in line or (not line and not str(error)):  # the student edition's stub
+        line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
+        if line in {"raise NotImplementedError()", "raise NotImplementedError"} or (not line and not str(error)):  # the stub
             return Result(
                 ex.id,
                 False,

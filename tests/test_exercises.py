@@ -1,0 +1,294 @@
+"""Every chapter's graded exercises follow the convention, their checks can fail, and the student edition hides the solutions.
+
+The generic tests parametrize over whatever chapter notebooks exist in book/
+(plus the grader's fixture chapter), so a new chapter is held to the
+convention of CONTRIBUTING.md ("Exercises") as soon as it lands.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmbook.exercises import CheckFailed, Result, all_exercises, check, exercise, expect, get, run
+from llmbook.exercises.core import _REGISTRY, chapter_modules, load_checks_file
+from llmbook.exercises.notebooks import (
+    NotebookError,
+    check_ids,
+    exercise_cells,
+    exercise_id_for_label,
+    label_for_exercise_id,
+    read_notebook,
+    solution_body_lines,
+    strip_solution,
+    student_edition,
+    write_student_edition,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+FIXTURES = ROOT / "tests" / "fixtures" / "exercises"
+FIXTURE_NOTEBOOK = FIXTURES / "99_fixture.ipynb"
+if not any(e.id.startswith("ch99.") for e in _REGISTRY.values()):
+    load_checks_file(FIXTURES / "fixture_checks.py")
+
+
+def _chapter_notebooks() -> list[Path]:
+    return [p for p in sorted(BOOK.glob("*.ipynb")) if exercise_cells(read_notebook(p), str(p))]
+
+
+NOTEBOOKS = _chapter_notebooks() + [FIXTURE_NOTEBOOK]
+EXERCISES = [(path, cells) for path in NOTEBOOKS for cells in exercise_cells(read_notebook(path), str(path))]
+
+
+def _exercise_param(item):
+    return item[1].exercise_id
+
+
+def _exec_cell(source: str, label: str) -> dict:
+    """Run one code cell alone, in a fresh namespace, as a notebook would (tracebacks show its lines)."""
+    filename = f"<{label}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace = {"__name__": "__main__"}
+    try:
+        exec(compile(source, filename, "exec"), namespace)
+    except NotImplementedError:
+        pass  # a stub at the top level of a cell: the name is simply not defined
+    return namespace
+
+
+# --- the convention, for every chapter ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_label_has_a_registered_check(notebook):
+    for cells in exercise_cells(read_notebook(notebook), str(notebook)):
+        try:
+            get(cells.exercise_id)
+        except KeyError as error:
+            pytest.fail(f"{notebook.name}: {{exercise}} {cells.label} has no check {cells.exercise_id!r}: {error}")
+
+
+@pytest.mark.parametrize("chapter", chapter_modules() or ["(no chapter checks yet)"])
+def test_every_registered_check_appears_in_a_chapter_notebook(chapter):
+    if chapter.startswith("("):
+        pytest.skip("no code/llmbook/exercises/chNN.py yet")
+    labels = {cells.label for _, cells in EXERCISES}
+    missing = [e.id for e in all_exercises(chapter) if label_for_exercise_id(e.id) not in labels]
+    assert not missing, f"checks without an {{exercise}} (label ex-chNN-name) in any book/*.ipynb: {missing}"
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=_exercise_param)
+def test_each_exercise_has_a_solution_cell_with_markers_and_a_check_cell_after_it(item):
+    notebook, cells = item
+    assert cells.solution_cell is not None, f"{notebook.name}: {cells.label} has no {{solution-start}}/{{solution-end}} pair"
+    assert solution_body_lines(cells.solution_source), f"{notebook.name}: {cells.label}'s solution has no ### BEGIN/END SOLUTION block"
+    assert cells.check_cell is not None, f'{notebook.name}: no code cell calls check("{cells.exercise_id}")'
+    assert cells.check_cell > cells.solution_cell, f"{notebook.name}: the check of {cells.label} comes before its solution"
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=_exercise_param)
+def test_reference_solution_passes_its_check(item):
+    notebook, cells = item
+    namespace = _exec_cell(cells.solution_source, f"{cells.exercise_id} solution")
+    result = run(cells.exercise_id, namespace=namespace)
+    assert result.passed, f"{notebook.name}: the reference solution of {cells.exercise_id} fails its own check: {result.message}"
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=_exercise_param)
+def test_every_plausible_wrong_answer_is_rejected_with_a_message(item):
+    _, cells = item
+    ex = get(cells.exercise_id)
+    assert ex.wrong, f"{ex.id} lists no plausible wrong answers (wrong=[...]): nothing proves its check can fail"
+    for wrong in ex.wrong:
+        result = run(ex.id, wrong)
+        assert not result.passed, f"{ex.id} accepts the wrong answer {wrong!r}"
+        assert not result.unanswered and len(result.message) > 10, f"{ex.id}: unhelpful message for {wrong!r}: {result.message!r}"
+        if isinstance(wrong, (int, str)) and not isinstance(wrong, bool):
+            assert str(wrong) in result.message, f"{ex.id}: the message for {wrong!r} should show the student's value: {result.message!r}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_student_edition_contains_no_solution_line(notebook):
+    original = read_notebook(notebook)
+    found = exercise_cells(original, str(notebook))
+    solution_cells = {c.solution_cell for c in found}
+    elsewhere = set()  # lines that also appear outside the solutions (imports, prose) may legitimately stay
+    for index, cell in enumerate(original["cells"]):
+        if index not in solution_cells:
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            elsewhere |= {line.strip() for line in source.splitlines()}
+    student = student_edition(original, str(notebook))
+    text = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in student["cells"])
+    for cells in found:
+        for line in solution_body_lines(cells.solution_source):
+            if line not in elsewhere:
+                assert line not in text, f"{notebook.name}: the student edition shows solution line {line!r} of {cells.label}"
+    assert "### BEGIN SOLUTION" not in text and "{solution-start}" not in text and "{solution-end}" not in text
+    assert check_ids(student) == check_ids(original), "the student edition must keep every check cell"
+    assert all(not c.get("outputs") for c in student["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("item", EXERCISES, ids=_exercise_param)
+def test_student_edition_stub_fails_its_check_with_the_stub_message(item):
+    notebook, cells = item
+    stub = strip_solution(cells.solution_source, f"{notebook.name} {cells.label}")
+    result = run(cells.exercise_id, namespace=_exec_cell(stub, f"{cells.exercise_id} stub"))
+    assert not result.passed and result.unanswered, f"{cells.exercise_id}: the stub gives {result.message!r}"
+    assert "NotImplementedError" in result.message
+
+
+# --- the machinery --------------------------------------------------------------------------------
+
+
+def test_failing_check_message_names_the_students_wrong_value(capsys, monkeypatch):
+    monkeypatch.delenv("LLMBOOK_STRICT_CHECKS", raising=False)
+    result = run("ch99.square", lambda x: 2 * x)
+    assert not result.passed and "returned 6" in result.message and "expected 9" in result.message
+    check("ch99.square", lambda x: 2 * x)
+    assert "❌" in capsys.readouterr().out
+
+
+def test_check_finds_the_answer_in_the_callers_globals(capsys, monkeypatch):
+    monkeypatch.delenv("LLMBOOK_STRICT_CHECKS", raising=False)
+    namespace = {"check": check}
+    exec("prediction = 8\ncheck('ch99.prediction')", namespace)
+    assert "✅ correct" in capsys.readouterr().out
+
+
+def test_strict_mode_turns_a_wrong_answer_into_an_error(monkeypatch):
+    monkeypatch.setenv("LLMBOOK_STRICT_CHECKS", "1")
+    with pytest.raises(CheckFailed, match="ch99.prediction"):
+        check("ch99.prediction", 7)
+
+
+def test_missing_name_and_stub_are_reported_as_unanswered_but_a_real_not_implemented_is_a_crash():
+    missing = run("ch99.square", namespace={})
+    assert missing.unanswered and "not defined yet" in missing.message
+
+    def library_gap(x):
+        raise NotImplementedError("complex numbers are not supported")
+
+    crash = run("ch99.square", library_gap)
+    assert not crash.unanswered and "complex numbers are not supported" in crash.message
+
+
+def test_a_crashing_answer_reports_the_error_and_its_line():
+    result = run("ch99.square", lambda x: x / 0)
+    assert not result.passed and "ZeroDivisionError" in result.message and "line" in result.message
+    assert isinstance(result, Result) and result.seconds >= 0
+
+
+def test_registering_an_id_twice_is_an_error():
+    with pytest.raises(ValueError, match="registered twice"):
+        exercise("ch99.square", name="square", title="again")(lambda answer: None)
+
+
+def test_unknown_exercise_lists_the_chapters_exercises():
+    with pytest.raises(KeyError, match="ch99.square"):
+        get("ch99.no_such_exercise")
+
+
+def test_expect_raises_check_failed_with_the_message():
+    with pytest.raises(CheckFailed, match="rows sum to 1.37"):
+        expect(False, "your rows sum to 1.37; expected 1")
+
+
+def test_labels_and_ids_map_both_ways():
+    assert label_for_exercise_id("ch04.masked_softmax") == "ex-ch04-masked-softmax"
+    assert exercise_id_for_label("ex-ch04-masked-softmax") == "ch04.masked_softmax"
+    with pytest.raises(NotebookError, match="ex-chNN-short-name"):
+        exercise_id_for_label("softmax-exercise")
+
+
+def test_stub_keeps_the_def_line_and_the_indentation():
+    source = "import torch\n\ndef f(x):\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n"
+    stub = strip_solution(source)
+    assert stub == "import torch\n\ndef f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    compile(stub, "stub", "exec")
+
+
+@pytest.mark.parametrize(
+    "source, problem",
+    [
+        ("### BEGIN SOLUTION\nx = 1\n", "without ### END SOLUTION"),
+        ("x = 1\n### END SOLUTION\n", "without ### BEGIN SOLUTION"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "a second"),
+    ],
+)
+def test_unbalanced_solution_markers_are_a_clear_error(source, problem):
+    with pytest.raises(NotebookError, match=problem):
+        strip_solution(source, "chapter 99, cell 3")
+
+
+def test_a_solution_gate_must_wrap_exactly_one_code_cell():
+    notebook = read_notebook(FIXTURE_NOTEBOOK)
+    cells = notebook["cells"]
+    start = next(i for i, c in enumerate(cells) if "{solution-start}" in "".join(c["source"]))
+    cells.insert(start + 1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "x = 1"})
+    with pytest.raises(NotebookError, match="wraps 2 code cells"):
+        exercise_cells(notebook, "fixture")
+
+
+def test_student_edition_marks_check_cells_read_only_and_cleans_metadata():
+    original = read_notebook(FIXTURE_NOTEBOOK)
+    original["metadata"]["jupytext"] = {"secret": True}
+    student = student_edition(original)
+    assert set(student["metadata"]) <= {"kernelspec", "language_info"}
+    checks = [c for c in student["cells"] if "check(" in c["source"] and c["cell_type"] == "code"]
+    assert checks and all(c["metadata"].get("editable") is False for c in checks)
+    # jupytext merges {solution-start} into the {exercise} cell above it; the two {solution-end} cells go
+    assert len(student["cells"]) == len(original["cells"]) - 2
+    assert all("{exercise}" in c["source"] for c in student["cells"] if ":label: ex-ch99-" in c["source"])
+
+
+def test_cli_writes_the_student_edition_and_refuses_to_overwrite_the_book(tmp_path):
+    book = tmp_path / "book"
+    book.mkdir()
+    shutil.copy(FIXTURE_NOTEBOOK, book)
+    written = write_student_edition(book, tmp_path / "out")
+    assert [p.name for p in written] == ["99_fixture.ipynb"]
+    assert "raise NotImplementedError()" in (tmp_path / "out" / "99_fixture.ipynb").read_text()
+    command = [sys.executable, "-m", "llmbook.exercises", "student-edition", str(book), str(book)]
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == 2 and "must differ" in refused.stderr
+    assert "result = x * x" in (book / "99_fixture.ipynb").read_text()
+
+
+def _build_fixture_book(tmp_path: Path, hide: str) -> tuple[str, str]:
+    """Build the fixture chapter with jupyter-book (no execution) and return its HTML."""
+    book = tmp_path / f"book-{hide}"
+    book.mkdir()
+    shutil.copy(FIXTURE_NOTEBOOK, book / "chapter.ipynb")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
+    (book / "_config.yml").write_text(
+        "title: Fixture\nexecute:\n  execute_notebooks: 'off'\nsphinx:\n  extra_extensions:\n"
+        "    - sphinx_exercise\n    - llmbook.exercises.sphinx_solutions\n"
+    )
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    env = {**os.environ, "LLMBOOK_HIDE_SOLUTIONS": hide}
+    built = subprocess.run([str(jupyter_book), "build", str(book), "-W", "-n"], capture_output=True, text=True, env=env)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    html = (book / "_build" / "html" / "chapter.html").read_text()
+    source = (book / "_build" / "html" / "_sources" / "chapter.ipynb").read_text()
+    return html, source
+
+
+@pytest.mark.skipif(shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) is None, reason="jupyter-book not installed")
+def test_html_shows_solutions_in_a_dropdown_or_removes_them_entirely(tmp_path):
+    shown, shown_source = _build_fixture_book(tmp_path, "0")
+    assert 'class="solution dropdown admonition"' in shown and "result" in shown and 'id="ex-ch99-square"' in shown
+    assert "result = x * x" in shown_source
+
+    hidden, hidden_source = _build_fixture_book(tmp_path, "1")
+    assert 'id="ex-ch99-square"' in hidden, "the exercise itself stays"
+    assert 'class="solution' not in hidden
+    assert '<span class="n">result</span>' not in hidden and "BEGIN SOLUTION" not in hidden
+    assert "check" in hidden, "the check cells stay"
+    assert "result = x * x" not in hidden_source and "raise NotImplementedError()" in hidden_source
