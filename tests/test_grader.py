@@ -1,0 +1,175 @@
+"""The grader scores every submission, whatever it does: right, wrong, looping, crashing or tampering with the checks.
+
+The fixture chapter (tests/fixtures/exercises: "ch99", two exercises, its own
+checks file) lets the grader be tested before any real chapter exists; a real
+chapter's student edition is graded too once book/04_attention.ipynb exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from llmbook.exercises.grader import COLUMNS, find_submissions, grade
+from llmbook.exercises.notebooks import exercise_cells, read_notebook, student_edition
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "exercises"
+FIXTURE_NOTEBOOK = FIXTURES / "99_fixture.ipynb"
+FIXTURE_CHECKS = FIXTURES / "fixture_checks.py"
+CHAPTER_4 = ROOT / "book" / "04_attention.ipynb"
+TIMEOUT = 6  # seconds per notebook: the looping submission must be cut off after this
+
+
+def _submission(student: dict, square: str, prediction: str, first_cell: str | None = None, edit_check: bool = False) -> dict:
+    """A student's copy of the fixture's student edition with their answers typed in."""
+    notebook = copy.deepcopy(student)
+    for cell in notebook["cells"]:
+        source = cell["source"]
+        if source.startswith("def square"):
+            cell["source"] = "def square(x):\n" + square
+        elif source.startswith("# YOUR CODE HERE"):
+            cell["source"] = prediction
+        elif edit_check and source == 'check("ch99.square")':
+            cell["source"] = 'print("✅ correct")  # check("ch99.square")'
+    if first_cell is not None:
+        notebook["cells"].insert(1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": first_cell})
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def fixture_grades(tmp_path_factory):
+    """Grade five synthetic students once; the tests below read the rows."""
+    root = tmp_path_factory.mktemp("grading")
+    submissions = root / "submissions"
+    handout = student_edition(read_notebook(FIXTURE_NOTEBOOK))
+    students = {
+        "alice_correct": _submission(handout, "    return x * x\n", "prediction = 8"),
+        "bob_wrong": _submission(handout, "    return 2 * x\n", "prediction = 7"),
+        "carol_loops": _submission(handout, "    return x * x\n", "prediction = 8", first_cell="while True:\n    pass"),
+        "dave_edits_check": _submission(handout, "    return 2 * x\n", "prediction = 8", first_cell="1 / 0", edit_check=True),
+        "erin_untouched": handout,
+    }
+    for name, notebook in students.items():
+        (submissions / name).mkdir(parents=True)
+        (submissions / name / FIXTURE_NOTEBOOK.name).write_text(json.dumps(notebook))
+    # A flat layout too: the file name is the student, the chapter is recognised from its exercises.
+    (submissions / "flat").mkdir()
+    (submissions / "flat" / "frank.ipynb").write_text(json.dumps(students["alice_correct"]))
+    out = root / "grades.csv"
+    started = time.monotonic()
+    grade(submissions, out, originals=FIXTURES, timeout=TIMEOUT, check_timeout=10, jobs=2, checks_files=[FIXTURE_CHECKS])
+    elapsed = time.monotonic() - started
+    with out.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames
+        rows = {(row["student"], row["exercise"]): row for row in reader}
+    return header, rows, elapsed
+
+
+def test_csv_has_one_row_per_student_and_exercise_with_the_documented_columns(fixture_grades):
+    header, rows, _ = fixture_grades
+    assert header == COLUMNS == ["student", "notebook", "exercise", "passed", "message", "seconds"]
+    students = {"alice_correct", "bob_wrong", "carol_loops", "dave_edits_check", "erin_untouched", "frank"}
+    assert set(rows) == {(s, e) for s in students for e in ("ch99.square", "ch99.prediction")}
+    assert {row["notebook"] for (student, _), row in rows.items() if student != "frank"} == {"99_fixture.ipynb"}
+
+
+def test_correct_submission_passes_every_exercise(fixture_grades):
+    _, rows, _ = fixture_grades
+    for student in ("alice_correct", "frank"):
+        assert rows[(student, "ch99.square")]["passed"] == "1"
+        assert rows[(student, "ch99.prediction")]["passed"] == "1"
+
+
+def test_wrong_submission_fails_with_messages_that_show_the_wrong_values(fixture_grades):
+    _, rows, _ = fixture_grades
+    assert rows[("bob_wrong", "ch99.square")]["passed"] == "0"
+    assert "returned 6" in rows[("bob_wrong", "ch99.square")]["message"]
+    assert "7" in rows[("bob_wrong", "ch99.prediction")]["message"]
+
+
+def test_infinite_loop_times_out_and_fails_every_exercise_of_that_notebook(fixture_grades):
+    _, rows, elapsed = fixture_grades
+    for exercise in ("ch99.square", "ch99.prediction"):
+        row = rows[("carol_loops", exercise)]
+        assert row["passed"] == "0" and row["message"] == f"timed out after {TIMEOUT} s"
+    assert elapsed < 60, f"grading six tiny notebooks took {elapsed:.0f} s"
+
+
+def test_edited_check_cell_is_reported_and_graded_with_the_librarys_check(fixture_grades):
+    _, rows, _ = fixture_grades
+    square = rows[("dave_edits_check", "ch99.square")]
+    assert square["passed"] == "0", "the forged '✅ correct' must not count"
+    assert square["message"].startswith("check cell edited") and "returned 6" in square["message"]
+    prediction = rows[("dave_edits_check", "ch99.prediction")]
+    assert prediction["passed"] == "1" and not prediction["message"].startswith("check cell edited")
+
+
+def test_a_crashing_cell_does_not_stop_the_rest_of_the_notebook(fixture_grades):
+    _, rows, _ = fixture_grades
+    assert rows[("dave_edits_check", "ch99.prediction")]["passed"] == "1"  # its first cell raised ZeroDivisionError
+
+
+def test_untouched_student_edition_fails_with_the_stub_messages(fixture_grades):
+    _, rows, _ = fixture_grades
+    assert "not implemented yet" in rows[("erin_untouched", "ch99.square")]["message"]
+    assert "not defined yet" in rows[("erin_untouched", "ch99.prediction")]["message"]
+
+
+def test_a_check_that_loops_is_interrupted_and_the_next_check_still_runs(tmp_path):
+    handout = student_edition(read_notebook(FIXTURE_NOTEBOOK))
+    looping = _submission(handout, "    while True:\n        pass\n", "prediction = 8")
+    (tmp_path / "subs" / "gina").mkdir(parents=True)
+    (tmp_path / "subs" / "gina" / FIXTURE_NOTEBOOK.name).write_text(json.dumps(looping))
+    rows = {r.exercise: r for r in grade(tmp_path / "subs", originals=FIXTURES, timeout=30, check_timeout=3, checks_files=[FIXTURE_CHECKS])}
+    assert rows["ch99.square"].passed == 0 and "timed out after 3" in rows["ch99.square"].message
+    assert rows["ch99.prediction"].passed == 1
+
+
+def test_submission_layouts_name_the_student(tmp_path):
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "99_fixture.ipynb").write_text(FIXTURE_NOTEBOOK.read_text())
+    (tmp_path / "bob.ipynb").write_text(FIXTURE_NOTEBOOK.read_text())
+    found = {s.student: s for s in find_submissions(tmp_path, FIXTURES)}
+    assert set(found) == {"alice", "bob"}
+    assert found["bob"].original == FIXTURE_NOTEBOOK and found["bob"].exercise_ids == ["ch99.square", "ch99.prediction"]
+
+
+def test_unreadable_notebook_is_scored_not_fatal(tmp_path):
+    (tmp_path / "subs" / "hank").mkdir(parents=True)
+    (tmp_path / "subs" / "hank" / FIXTURE_NOTEBOOK.name).write_text("{ not json")
+    rows = grade(tmp_path / "subs", originals=FIXTURES, timeout=10, checks_files=[FIXTURE_CHECKS])
+    assert [r.passed for r in rows] == [0, 0] and all("could not be read" in r.message for r in rows)
+
+
+@pytest.mark.skipif(not CHAPTER_4.exists(), reason="book/04_attention.ipynb is not written yet")
+def test_real_chapter_student_edition_fails_and_its_solutions_pass(tmp_path):
+    original = read_notebook(CHAPTER_4)
+    exercises = exercise_cells(original, str(CHAPTER_4))
+    solution_cells = {c.solution_cell for c in exercises}
+    # Only the exercise cells (self-contained by convention) and the check import keep this test fast.
+    keep = [
+        cell
+        for index, cell in enumerate(original["cells"])
+        if cell["cell_type"] == "markdown" or index in solution_cells or "check(" in "".join(cell["source"])
+    ]
+    trimmed = dict(original, cells=[{**c, "source": "".join(c["source"])} for c in keep])
+    trimmed["cells"].insert(0, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "from llmbook.exercises import check"})
+    (tmp_path / "subs" / "solved").mkdir(parents=True)
+    (tmp_path / "subs" / "solved" / CHAPTER_4.name).write_text(json.dumps(trimmed))
+    (tmp_path / "subs" / "untouched").mkdir(parents=True)
+    (tmp_path / "subs" / "untouched" / CHAPTER_4.name).write_text(json.dumps(student_edition(trimmed)))
+    rows = grade(tmp_path / "subs", originals=CHAPTER_4.parent, timeout=120, jobs=2)
+    ids = [c.exercise_id for c in exercises]
+    solved = {r.exercise: r for r in rows if r.student == "solved"}
+    untouched = {r.exercise: r for r in rows if r.student == "untouched"}
+    assert list(solved) == ids and list(untouched) == ids
+    assert all(r.passed for r in solved.values()), [r.message for r in solved.values() if not r.passed]
+    assert not any(r.passed for r in untouched.values())
+    assert all("not implemented yet" in r.message or "not defined yet" in r.message for r in untouched.values())
