@@ -185,6 +185,12 @@ def test_a_crashing_answer_reports_the_error_and_its_line():
     assert isinstance(result, Result) and result.seconds >= 0
 
 
+def test_loading_a_checks_file_again_replaces_its_checks():
+    first = get("ch99.square")
+    assert load_checks_file(FIXTURES / "fixture_checks.py") == ["ch99.prediction", "ch99.square"]
+    assert get("ch99.square") is not first and run("ch99.square", lambda x: x * x).passed
+
+
 def test_registering_an_id_twice_is_an_error():
     with pytest.raises(ValueError, match="registered twice"):
         exercise("ch99.square", name="square", title="again")(lambda answer: None)

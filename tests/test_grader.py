@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from llmbook.exercises import all_exercises
+from llmbook.exercises.core import chapter_modules
 from llmbook.exercises.grader import COLUMNS, find_submissions, grade
 from llmbook.exercises.notebooks import exercise_cells, read_notebook, student_edition
 
@@ -146,6 +148,23 @@ def test_unreadable_notebook_is_scored_not_fatal(tmp_path):
     (tmp_path / "subs" / "hank" / FIXTURE_NOTEBOOK.name).write_text("{ not json")
     rows = grade(tmp_path / "subs", originals=FIXTURES, timeout=10, checks_files=[FIXTURE_CHECKS])
     assert [r.passed for r in rows] == [0, 0] and all("could not be read" in r.message for r in rows)
+
+
+@pytest.mark.skipif(not chapter_modules(), reason="no chapter checks (code/llmbook/exercises/chNN.py) yet")
+def test_chapter_checks_already_imported_by_the_notebook_are_loaded_afresh(tmp_path):
+    exercise_id = all_exercises(chapter_modules()[0])[0].id
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+             "source": f"from llmbook.exercises import check\ncheck({exercise_id!r})"},
+        ],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+    }
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "ivan.ipynb").write_text(json.dumps(notebook))
+    [row] = grade(tmp_path / "subs", timeout=60)
+    assert (row.student, row.exercise, row.passed) == ("ivan", exercise_id, 0)
+    assert "not defined yet" in row.message, row.message
 
 
 @pytest.mark.skipif(not CHAPTER_4.exists(), reason="book/04_attention.ipynb is not written yet")

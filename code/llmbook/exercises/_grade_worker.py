@@ -22,12 +22,16 @@ _SETUP = """
 import importlib as __llmbook_importlib, json as __llmbook_json
 import llmbook.exercises.core as __llmbook_core
 __llmbook_importlib.reload(__llmbook_core)
+import sys as __llmbook_sys
 for __llmbook_chapter in {chapters!r}:
+    __llmbook_name = "llmbook.exercises." + __llmbook_chapter
     try:
-        __llmbook_module = __llmbook_importlib.import_module("llmbook.exercises." + __llmbook_chapter)
-        __llmbook_importlib.reload(__llmbook_module)
+        if __llmbook_name in __llmbook_sys.modules:  # imported by the notebook: register again, afresh
+            __llmbook_importlib.reload(__llmbook_sys.modules[__llmbook_name])
+        else:
+            __llmbook_importlib.import_module(__llmbook_name)
     except ModuleNotFoundError as __llmbook_error:
-        if __llmbook_error.name != "llmbook.exercises." + __llmbook_chapter:
+        if __llmbook_error.name != __llmbook_name:
             raise
 for __llmbook_file in {checks_files!r}:
     __llmbook_core.load_checks_file(__llmbook_file)

@@ -118,20 +118,27 @@ def all_exercises(chapter: str | None = None) -> list[Exercise]:
     return [e for e in _REGISTRY.values() if chapter is None or e.id.startswith(chapter + ".")]
 
 
+_LOADED_FILES: dict[Path, list[str]] = {}
+
+
 def load_checks_file(path: str | Path) -> list[str]:
-    """Import a Python file of extra ``@exercise`` checks (an instructor's own); returns the ids it added.
+    """Import a Python file of extra ``@exercise`` checks (an instructor's own); returns the ids it registered.
 
     The file imports ``from llmbook.exercises import exercise, expect`` like a
-    chapter module; ids follow the ``chNN.name`` convention.
+    chapter module; ids follow the ``chNN.name`` convention. Loading the same
+    file again (a re-run notebook cell) replaces its checks.
     """
-    path = Path(path)
+    path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"checks file {path} not found")
+    for exercise_id in _LOADED_FILES.pop(path, []):
+        _REGISTRY.pop(exercise_id, None)
     before = set(_REGISTRY)
-    spec = importlib.util.spec_from_file_location(f"llmbook_extra_checks_{abs(hash(str(path.resolve())))}", path)
+    spec = importlib.util.spec_from_file_location(f"llmbook_extra_checks_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return sorted(set(_REGISTRY) - before)
+    _LOADED_FILES[path] = sorted(set(_REGISTRY) - before)
+    return _LOADED_FILES[path]
 
 
 _MISSING = object()
