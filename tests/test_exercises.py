@@ -23,6 +23,7 @@ from llmbook.exercises.notebooks import (
     check_ids,
     exercise_cells,
     exercise_id_for_label,
+    exercise_labels,
     label_for_exercise_id,
     read_notebook,
     solution_body_lines,
@@ -211,6 +212,21 @@ def test_labels_and_ids_map_both_ways():
     assert exercise_id_for_label("ex-ch04-masked-softmax") == "ch04.masked_softmax"
     with pytest.raises(NotebookError, match="ex-chNN-short-name"):
         exercise_id_for_label("softmax-exercise")
+
+
+def test_only_ex_labels_of_exercise_directives_are_graded():
+    def markdown(source):
+        return {"cell_type": "markdown", "source": source}
+
+    notebook = {
+        "cells": [
+            markdown("```{exercise} An open question\nThink.\n```\n\n```{math}\n:label: eq-attention\na = b\n```"),
+            markdown("```{exercise} Graded\n:label: ex-ch04-masked-softmax\n:class: tip\n\nWrite it.\n```"),
+            markdown(":::{exercise}\n:nonumber:\n:label: ex-ch04-colon-fence\nText\n:::"),
+            markdown("```{exercise} Another open question\n:label: q-ch04-open\n```"),
+        ]
+    }
+    assert exercise_labels(notebook) == ["ex-ch04-masked-softmax", "ex-ch04-colon-fence"]
 
 
 def test_stub_keeps_the_def_line_and_the_indentation():

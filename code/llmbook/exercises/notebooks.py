@@ -50,7 +50,9 @@ BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 STUB_LINES = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
-_EXERCISE_LABEL = re.compile(r"```\{exercise(?:-start)?\}[^\n]*\n(?:[^\n]*\n)*?\s*:label:\s*(\S+)")
+# An {exercise} directive's option lines (right after the directive line), where :label: may be.
+_EXERCISE_OPTIONS = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{exercise(?:-start)?\}[^\n]*\n((?:[ \t]*:[\w-]+:[^\n]*(?:\n|$))*)", re.M)
+_LABEL_OPTION = re.compile(r"^[ \t]*:label:[ \t]*(\S+)", re.M)
 _SOLUTION_START = re.compile(r"^(`{3,}|:{3,})\{solution-start\}\s*(\S+)[^\n]*\n(?:\s*:[\w-]+:[^\n]*\n)*\s*\1\s*$", re.M)
 _SOLUTION_END = re.compile(r"^(`{3,}|:{3,})\{solution-end\}[^\n]*\n?\s*\1\s*$", re.M)
 _CHECK_CALL = re.compile(r"""\bcheck\(\s*["'](ch\w+\.\w+)["']""")
@@ -93,11 +95,16 @@ def exercise_id_for_label(label: str) -> str:
 
 
 def exercise_labels(notebook: dict) -> list[str]:
-    """Labels of every `{exercise}` directive in the notebook's markdown, in order."""
+    """Labels ``ex-...`` of the graded `{exercise}` directives in the notebook's markdown, in order.
+
+    An exercise without a label, or with a label not starting ``ex-``, is an
+    ungraded open question.
+    """
     labels = []
     for cell in notebook["cells"]:
         if cell.get("cell_type") == "markdown":
-            labels += _EXERCISE_LABEL.findall(_source(cell))
+            for options in _EXERCISE_OPTIONS.findall(_source(cell)):
+                labels += [label for label in _LABEL_OPTION.findall(options) if label.startswith("ex-")]
     return labels
 
 
