@@ -87,6 +87,8 @@ def find_submissions(submissions: str | Path, originals: str | Path | None = Non
     by_name: dict[str, tuple[Path, list[str]]] = {}
     if originals is not None:
         originals = Path(originals)
+        if not originals.exists():
+            raise FileNotFoundError(f"original notebooks {originals} not found (--original: the book/ folder or the student edition)")
         for path in [originals] if originals.is_file() else _notebooks_under(originals):
             by_name[path.name] = (path, _exercise_ids(read_notebook(path)))
     found = []
