@@ -1,0 +1,605 @@
+"""Chapter 3: Word vectors (GloVe).
+
+Global vectors for word representation (Pennington, Socher and Manning, 2014)
+built from scratch: a vocabulary, a distance-weighted co-occurrence matrix
+counted with NumPy, the GloVe model and its weighted least-squares loss,
+a vectorised PyTorch training loop (AdaGrad as in the paper, or Adam) for the
+CPU or a GPU, and the standard evaluations: nearest neighbours, analogies
+(3CosAdd) and word-similarity correlation (Spearman's rho).
+
+The objective, for every nonzero count X_ij of word j in the context of word i::
+
+    J = sum_ij f(X_ij) * (w_i . w~_j + b_i + b~_j - log X_ij) ** 2
+    f(x) = min(1, (x / x_max) ** alpha)
+
+The paper uses x_max = 100 and alpha = 0.75; Stanford's demo script uses
+x_max = 10, which suits small corpora such as Brown (this module's default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse
+import torch
+from torch import nn
+
+__all__ = [
+    "Vocab",
+    "build_vocab",
+    "cooccurrence",
+    "glove_weight",
+    "GloVe",
+    "GloVeHistory",
+    "train_glove",
+    "normalize_rows",
+    "nearest",
+    "analogy",
+    "AnalogyResult",
+    "analogy_eval",
+    "spearman",
+    "SimilarityResult",
+    "similarity_eval",
+    "eval_file",
+    "align_keyed_vectors",
+    "train_word2vec",
+    "pca_2d",
+]
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+@dataclass
+class Vocab:
+    """Words with their corpus counts, most frequent first; ``index`` maps a word to its row."""
+
+    words: list[str]
+    counts: np.ndarray  # (V,) int64, same order as words
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        if len(self.words) != len(self.counts):
+            raise ValueError(f"Vocab has {len(self.words)} words but {len(self.counts)} counts; pass one count per word")
+        self.index = {word: i for i, word in enumerate(self.words)}
+        if len(self.index) != len(self.words):
+            raise ValueError("Vocab words must be unique; remove the duplicates")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.index
+
+    def __repr__(self) -> str:
+        head = ", ".join(self.words[:5])
+        return f"Vocab({len(self)} words: {head}{', ...' if len(self) > 5 else ''})"
+
+    def id(self, word: str) -> int:
+        """The row of ``word``; a clear KeyError when it is not in the vocabulary."""
+        try:
+            return self.index[word]
+        except KeyError:
+            raise KeyError(
+                f"{word!r} is not in the vocabulary ({len(self)} words, e.g. {', '.join(self.words[:3])}); "
+                "check the spelling (words are lowercased) or lower min_count"
+            ) from None
+
+    def encode(self, words: Iterable[str]) -> np.ndarray:
+        """Word ids of ``words``, with -1 for words outside the vocabulary."""
+        get = self.index.get
+        return np.fromiter((get(w, -1) for w in words), dtype=np.int64)
+
+
+def _flatten(sentences_or_words) -> Iterable[str]:
+    for item in sentences_or_words:
+        if isinstance(item, str):
+            yield item
+        else:
+            yield from item
+
+
+def build_vocab(words: Iterable[str] | Iterable[Sequence[str]], min_count: int = 5, max_size: int | None = None) -> Vocab:
+    """The vocabulary of ``words`` (a list of words, or of sentences): words seen at least ``min_count`` times.
+
+    Most frequent first, ties in alphabetical order, so the result does not
+    depend on the order of the corpus.
+
+    >>> build_vocab("the cat saw the dog the end".split(), min_count=2)
+    Vocab(1 words: the)
+    """
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    counts = Counter(_flatten(words))
+    if not counts:
+        raise ValueError("the corpus is empty: build_vocab needs at least one word")
+    kept = sorted(((c, w) for w, c in counts.items() if c >= min_count), key=lambda cw: (-cw[0], cw[1]))
+    if max_size is not None:
+        kept = kept[:max_size]
+    if not kept:
+        raise ValueError(
+            f"no word occurs at least min_count={min_count} times (the most frequent occurs "
+            f"{max(counts.values())} times); lower min_count or use a larger corpus"
+        )
+    return Vocab([w for _, w in kept], np.array([c for c, _ in kept], dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- co-occurrence
+
+
+def _to_id_stream(sentences_or_ids, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, sentence_of_each_token) with out-of-vocabulary tokens removed."""
+    if isinstance(sentences_or_ids, np.ndarray) or torch.is_tensor(sentences_or_ids):
+        ids = np.asarray(sentences_or_ids, dtype=np.int64).reshape(-1)
+        sentence = np.zeros(len(ids), dtype=np.int64)
+    else:
+        items = list(sentences_or_ids)
+        if items and isinstance(items[0], str):  # one stream of words
+            ids = vocab.encode(items)
+            sentence = np.zeros(len(ids), dtype=np.int64)
+        elif items and isinstance(items[0], (int, np.integer)):  # one stream of ids
+            ids = np.asarray(items, dtype=np.int64)
+            sentence = np.zeros(len(ids), dtype=np.int64)
+        else:  # sentences, of words or of ids
+            parts = [
+                vocab.encode(s) if len(s) and isinstance(s[0], str) else np.asarray(s, dtype=np.int64).reshape(-1)
+                for s in items
+            ]
+            lengths = np.array([len(p) for p in parts], dtype=np.int64)
+            ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            sentence = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
+    if len(ids) and (ids.max() >= len(vocab) or ids.min() < -1):
+        raise ValueError(f"word ids must lie in [0, {len(vocab)}) (or be -1 for unknown words); got {ids.min()}..{ids.max()}")
+    known = ids >= 0  # Stanford's cooccur skips unknown words entirely: they do not count toward distance
+    return ids[known], sentence[known]
+
+
+def cooccurrence(
+    sentences_or_ids,
+    vocab: Vocab,
+    window: int = 10,
+    symmetric: bool = True,
+    weighting: str = "harmonic",
+    cross_sentences: bool = True,
+) -> scipy.sparse.csr_matrix:
+    """The (V, V) co-occurrence matrix X: X[i, j] sums 1/distance over every time j appears near i.
+
+    ``sentences_or_ids``: a list of sentences (lists of words or of ids), one
+    stream of words, or a 1-D array of ids. Words outside ``vocab`` are dropped
+    first (as Stanford's ``cooccur`` does), so they do not count toward distance.
+    ``weighting="harmonic"`` adds 1/d for a pair d words apart (GloVe's choice),
+    ``"uniform"`` adds 1. ``symmetric=True`` counts context on both sides (X is
+    symmetric); ``False`` counts only the words to the left of each word.
+    ``cross_sentences=True`` treats the corpus as one stream, like Stanford's
+    tool; ``False`` stops the window at sentence ends.
+
+    Vectorised: one pass per offset d = 1..window over the whole corpus.
+
+    >>> v = Vocab(["a", "b"], [2, 1])
+    >>> cooccurrence(["a", "b", "a"], v, window=2).toarray()
+    array([[1., 2.],
+           [2., 0.]])
+    """
+    if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 1:
+        raise ValueError(f"window must be a positive integer (words on each side), got {window!r}")
+    if weighting not in ("harmonic", "uniform"):
+        raise ValueError(f"weighting must be 'harmonic' (1/distance) or 'uniform', got {weighting!r}")
+    ids, sentence = _to_id_stream(sentences_or_ids, vocab)
+    if len(ids) < 2:
+        raise ValueError(
+            f"the corpus has {len(ids)} in-vocabulary word(s); co-occurrence needs at least two "
+            "(is the corpus empty, or is min_count too high?)"
+        )
+    size = len(vocab)
+    total = scipy.sparse.csr_matrix((size, size), dtype=np.float64)
+    for distance in range(1, window + 1):
+        if distance >= len(ids):
+            break
+        later, earlier = ids[distance:], ids[:-distance]  # each (N - d,): word and its context d to the left
+        if not cross_sentences:
+            same = sentence[distance:] == sentence[:-distance]
+            later, earlier = later[same], earlier[same]
+        weight = 1.0 / distance if weighting == "harmonic" else 1.0
+        values = np.full(len(later), weight)
+        # coo -> csr sums the repeated (i, j) pairs
+        total = total + scipy.sparse.coo_matrix((values, (later, earlier)), shape=(size, size)).tocsr()
+    if symmetric:
+        total = total + total.T
+    total = total.tocsr()
+    total.sum_duplicates()
+    total.eliminate_zeros()
+    return total
+
+
+# --------------------------------------------------------------------------- model and loss
+
+
+def glove_weight(x: torch.Tensor, x_max: float = 10.0, alpha: float = 0.75) -> torch.Tensor:
+    """GloVe's weighting f(x) = min(1, (x / x_max) ** alpha): rare pairs count less, frequent pairs are capped at 1."""
+    if x_max <= 0:
+        raise ValueError(f"x_max must be positive, got {x_max}")
+    return torch.clamp(torch.pow(x / x_max, alpha), max=1.0)
+
+
+class GloVe(nn.Module):
+    """Word vectors W, context vectors W~ and their biases b, b~; predicts log X_ij as w_i . w~_j + b_i + b~_j."""
+
+    def __init__(self, vocab_size: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        if vocab_size < 1 or dim < 1:
+            raise ValueError(f"GloVe needs vocab_size >= 1 and dim >= 1, got {vocab_size} and {dim}")
+        self.vocab_size, self.dim = vocab_size, dim
+
+        def uniform(*shape):  # Stanford's initialisation: uniform in [-0.5, 0.5) / dim
+            return (torch.rand(*shape, generator=generator) - 0.5) / dim
+
+        self.W = nn.Parameter(uniform(vocab_size, dim))
+        self.W_tilde = nn.Parameter(uniform(vocab_size, dim))
+        self.b = nn.Parameter(uniform(vocab_size))
+        self.b_tilde = nn.Parameter(uniform(vocab_size))
+
+    def forward(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """Predicted log co-occurrence for each pair (i[k], j[k]): shape (B,)."""
+        return (self.W[i] * self.W_tilde[j]).sum(-1) + self.b[i] + self.b_tilde[j]
+
+    def loss(
+        self, i: torch.Tensor, j: torch.Tensor, x: torch.Tensor, x_max: float = 10.0, alpha: float = 0.75
+    ) -> torch.Tensor:
+        """J over the given nonzero entries: sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2."""
+        if torch.any(x <= 0):
+            raise ValueError("GloVe's loss is defined on nonzero counts only (log X_ij); drop the zeros first")
+        difference = self(i, j) - torch.log(x)
+        return (glove_weight(x, x_max, alpha) * difference.square()).sum()
+
+    @torch.no_grad()
+    def vectors(self, combine: str = "sum", normalize: bool = True) -> np.ndarray:
+        """The word vectors as a (V, dim) NumPy array: W + W~ (the paper's choice) or W alone, unit length rows."""
+        if combine == "sum":
+            vectors = self.W + self.W_tilde
+        elif combine == "W":
+            vectors = self.W.clone()
+        else:
+            raise ValueError(f"combine must be 'sum' (W + W~) or 'W', got {combine!r}")
+        vectors = vectors.float().cpu().numpy()
+        return normalize_rows(vectors) if normalize else vectors
+
+
+@dataclass
+class GloVeHistory:
+    """What training did, one entry per epoch: mean weighted squared error per nonzero, elapsed seconds."""
+
+    epoch: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    nonzeros: int = 0
+    stopped_early: bool = False  # the time limit ended training before the last epoch
+
+
+def _as_triples(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    if scipy.sparse.issparse(X):
+        coo = X.tocoo()
+        if coo.shape[0] != coo.shape[1]:
+            raise ValueError(f"the co-occurrence matrix must be square (V, V), got shape {coo.shape}")
+        keep = coo.data != 0
+        return coo.row[keep], coo.col[keep], coo.data[keep], coo.shape[0]
+    if isinstance(X, tuple) and len(X) in (3, 4):
+        i, j, x = (np.asarray(a) for a in X[:3])
+        size = int(X[3]) if len(X) == 4 else int(max(i.max(), j.max())) + 1
+        keep = x != 0
+        return i[keep], j[keep], x[keep], size
+    raise TypeError(
+        f"X must be a scipy.sparse matrix from cooccurrence(...) or a tuple (i, j, x[, vocab_size]); got {type(X).__name__}"
+    )
+
+
+def train_glove(
+    X,
+    dim: int = 100,
+    epochs: int = 25,
+    lr: float = 0.05,
+    optimizer: str = "adagrad",
+    batch_size: int = 2**14,
+    x_max: float = 10.0,
+    alpha: float = 0.75,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    time_limit: float | None = None,
+    progress: bool = False,
+) -> tuple[GloVe, GloVeHistory]:
+    """Fit a :class:`GloVe` model to the co-occurrence matrix ``X``; returns ``(model, history)``.
+
+    Each epoch visits every nonzero X_ij once, in shuffled mini-batches of
+    ``batch_size`` pairs (all on ``device``: tensors, no Python loop per pair).
+    ``optimizer="adagrad"`` follows the paper (lr 0.05); ``"adam"`` is the
+    modern default (use a smaller lr, e.g. 0.01). ``time_limit`` (seconds)
+    stops after the epoch that crosses it. ``history.loss`` is the mean of
+    f(X_ij)(...)^2 over the nonzeros during each epoch (J divided by the number of nonzeros).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    rows, cols, counts, size = _as_triples(X)
+    if len(counts) == 0:
+        raise ValueError("the co-occurrence matrix has no nonzero entries: nothing to train on")
+    if np.any(counts < 0):
+        raise ValueError("co-occurrence counts must be non-negative")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(seed)
+    model = GloVe(size, dim, generator=generator).to(device)
+
+    i_all = torch.as_tensor(rows, dtype=torch.int64, device=device)
+    j_all = torch.as_tensor(cols, dtype=torch.int64, device=device)
+    x_all = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    log_x_all = torch.log(x_all)
+    f_all = glove_weight(x_all, x_max, alpha)  # computed once: the weights never change
+
+    if optimizer == "adagrad":
+        # Stanford's code starts the squared-gradient sums at 1; that damps the first steps.
+        opt = torch.optim.Adagrad(model.parameters(), lr=lr, initial_accumulator_value=1.0)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"optimizer must be 'adagrad' (as in the paper) or 'adam', got {optimizer!r}")
+
+    shuffle = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else generator
+    history = GloVeHistory(nonzeros=len(counts))
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(counts), generator=shuffle, device=device)
+        epoch_loss = torch.zeros((), device=device)
+        for begin in range(0, len(order), batch_size):
+            batch = order[begin : begin + batch_size]
+            i, j = i_all[batch], j_all[batch]
+            difference = model(i, j) - log_x_all[batch]  # (B,)
+            loss = (f_all[batch] * difference.square()).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            epoch_loss += loss.detach()
+        elapsed = time.perf_counter() - start
+        history.epoch.append(epoch)
+        history.loss.append(epoch_loss.item() / len(counts))
+        history.seconds.append(elapsed)
+        if progress:
+            print(f"epoch {epoch:3d}  loss {history.loss[-1]:.4f}  {elapsed:6.1f} s")
+        if time_limit is not None and elapsed >= time_limit and epoch < epochs:
+            history.stopped_early = True
+            break
+    return model, history
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row divided by its length (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+def _check_shapes(vectors: np.ndarray, vocab: Vocab) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] != len(vocab):
+        raise ValueError(f"vectors must have shape (len(vocab), dim) = ({len(vocab)}, dim); got {vectors.shape}")
+    return vectors
+
+
+def nearest(vectors: np.ndarray, vocab: Vocab, word: str, k: int = 10) -> list[tuple[str, float]]:
+    """The ``k`` words most similar to ``word`` by cosine similarity (the word itself left out)."""
+    vectors = normalize_rows(_check_shapes(vectors, vocab))
+    row = vocab.id(word)
+    similarity = vectors @ vectors[row]  # (V,)
+    similarity[row] = -np.inf
+    top = np.argsort(-similarity)[:k]
+    return [(vocab.words[t], float(similarity[t])) for t in top]
+
+
+def analogy(vectors: np.ndarray, vocab: Vocab, a: str, b: str, c: str, k: int = 1) -> list[str] | str:
+    """3CosAdd: the word d with b - a + c closest to d ("a is to b as c is to d"), never a, b or c.
+
+    Returns the best word, or the ``k`` best when k > 1.
+    """
+    vectors = normalize_rows(_check_shapes(vectors, vocab))
+    ia, ib, ic = vocab.id(a), vocab.id(b), vocab.id(c)
+    query = vectors[ib] - vectors[ia] + vectors[ic]
+    scores = vectors @ query  # (V,) cosine up to the query's length, which does not change the ranking
+    scores[[ia, ib, ic]] = -np.inf
+    top = np.argsort(-scores)[:k]
+    words = [vocab.words[t] for t in top]
+    return words[0] if k == 1 else words
+
+
+def eval_file(name: str) -> Path:
+    """Path of an evaluation file shipped with gensim: ``questions-words.txt``, ``wordsim353.tsv``, ``simlex999.txt``."""
+    from gensim.test.utils import datapath
+
+    path = Path(datapath(name))
+    if not path.exists():
+        raise FileNotFoundError(f"{name} is not among gensim's test data ({path.parent}); is gensim >= 4 installed?")
+    return path
+
+
+@dataclass
+class AnalogyResult:
+    """Analogy accuracy over the covered questions, overall and per category."""
+
+    correct: int
+    covered: int
+    total: int
+    by_category: dict[str, tuple[int, int]]  # category -> (correct, covered)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.covered if self.covered else 0.0
+
+    def category_accuracy(self) -> dict[str, float]:
+        return {name: (c / n if n else 0.0) for name, (c, n) in self.by_category.items()}
+
+
+def analogy_eval(
+    vectors: np.ndarray, vocab: Vocab, path: str | Path | None = None, batch_size: int = 1024
+) -> AnalogyResult:
+    """Accuracy of 3CosAdd on an analogy file (default gensim's ``questions-words.txt``, 19,544 questions).
+
+    Lowercased; a question counts as covered when its four words are in the
+    vocabulary; uncovered questions are skipped (as gensim does). Accuracy is
+    correct / covered.
+    """
+    vectors = normalize_rows(_check_shapes(vectors, vocab))
+    path = Path(path) if path is not None else eval_file("questions-words.txt")
+    categories: list[str] = []
+    question_category: list[int] = []
+    questions: list[list[int]] = []
+    total = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            categories.append(line[1:].strip())
+            continue
+        words = line.lower().split()
+        if len(words) != 4:
+            continue
+        if not categories:
+            categories.append("uncategorised")
+        total += 1
+        ids = [vocab.index.get(w, -1) for w in words]
+        if min(ids) >= 0:
+            questions.append(ids)
+            question_category.append(len(categories) - 1)
+    by_category = {name: [0, 0] for name in categories}
+    correct = 0
+    if questions:
+        q = np.array(questions, dtype=np.int64)  # (Q, 4): a, b, c, expected d
+        q_category = np.array(question_category)
+        hits = np.zeros(len(q), dtype=bool)
+        for begin in range(0, len(q), batch_size):
+            block = q[begin : begin + batch_size]
+            query = vectors[block[:, 1]] - vectors[block[:, 0]] + vectors[block[:, 2]]  # (B, dim)
+            scores = query @ vectors.T  # (B, V)
+            rows = np.arange(len(block))[:, None]
+            scores[rows, block[:, :3]] = -np.inf  # never answer with a query word
+            hits[begin : begin + len(block)] = scores.argmax(axis=1) == block[:, 3]
+        correct = int(hits.sum())
+        for index, name in enumerate(categories):
+            in_category = q_category == index
+            by_category[name] = [int(hits[in_category].sum()), int(in_category.sum())]
+    return AnalogyResult(correct, len(questions), total, {k: (v[0], v[1]) for k, v in by_category.items()})
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given the mean of the ranks they span."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
+    ends = np.r_[starts[1:], len(values)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0  # mean of ranks start+1 .. end
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the (tie-averaged) ranks."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"spearman needs two 1-D sequences of the same length >= 2, got shapes {x.shape}, {y.shape}")
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = math.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / denominator) if denominator else float("nan")
+
+
+@dataclass
+class SimilarityResult:
+    """Spearman's rho between cosine similarity and human scores, on the covered pairs."""
+
+    rho: float
+    covered: int
+    total: int
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.total if self.total else 0.0
+
+
+def similarity_eval(vectors: np.ndarray, vocab: Vocab, path: str | Path) -> SimilarityResult:
+    """Word-similarity evaluation on a file of ``word1<TAB>word2<TAB>score`` lines (``#`` comments).
+
+    Pass a path, or a gensim file name: ``"wordsim353.tsv"`` or ``"simlex999.txt"``.
+    Pairs with a word outside the vocabulary are skipped (as gensim does).
+    """
+    vectors = normalize_rows(_check_shapes(vectors, vocab))
+    path = Path(path)
+    if not path.exists() and path.name == str(path):
+        path = eval_file(str(path))
+    model_scores, human_scores, total = [], [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) < 3:
+            raise ValueError(f"{path.name}: expected 'word1<TAB>word2<TAB>score', got {line!r}")
+        total += 1
+        first, second = vocab.index.get(parts[0].lower(), -1), vocab.index.get(parts[1].lower(), -1)
+        if first < 0 or second < 0:
+            continue
+        model_scores.append(float(vectors[first] @ vectors[second]))
+        human_scores.append(float(parts[2]))
+    if len(model_scores) < 2:
+        return SimilarityResult(float("nan"), len(model_scores), total)
+    return SimilarityResult(spearman(model_scores, human_scores), len(model_scores), total)
+
+
+# --------------------------------------------------------------------------- word2vec baseline and plots
+
+
+def align_keyed_vectors(keyed_vectors, vocab: Vocab) -> np.ndarray:
+    """Rows of a gensim ``KeyedVectors`` put in ``vocab``'s order (zeros for missing words), for our evaluations."""
+    out = np.zeros((len(vocab), keyed_vectors.vector_size), dtype=np.float32)
+    for row, word in enumerate(vocab.words):
+        index = keyed_vectors.key_to_index.get(word)
+        if index is not None:
+            out[row] = keyed_vectors.vectors[index]
+    return out
+
+
+def train_word2vec(
+    sentences: list[list[str]],
+    vocab: Vocab,
+    dim: int = 100,
+    window: int = 10,
+    epochs: int = 5,
+    negative: int = 5,
+    sg: int = 1,
+    workers: int = 2,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """gensim's word2vec (skip-gram by default) on the same sentences; returns (vectors in vocab order, seconds)."""
+    from gensim.models import Word2Vec
+
+    min_count = int(vocab.counts.min())
+    start = time.perf_counter()
+    model = Word2Vec(
+        sentences, vector_size=dim, window=window, min_count=min_count, sg=sg, negative=negative,
+        workers=workers, epochs=epochs, seed=seed,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    return align_keyed_vectors(model.wv, vocab), seconds
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """Project rows onto their two principal components: (n, dim) -> (n, 2)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    centred = vectors - vectors.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)  # components: (k, dim)
+    return centred @ components[:2].T
