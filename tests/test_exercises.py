@@ -255,6 +255,12 @@ def test_stub_keeps_the_def_line_and_the_indentation():
     compile(stub, "stub", "exec")
 
 
+def test_top_level_stub_names_what_the_student_must_define():
+    source = "### BEGIN SOLUTION\nprediction: int = 8\nspread = prediction - 1\nif spread == 7:\n    inner = 1\n### END SOLUTION"
+    assert strip_solution(source) == "# YOUR CODE HERE: define `prediction`, `spread`\nraise NotImplementedError()"
+    assert strip_solution("### BEGIN SOLUTION\ndef f(x):\n    return x\n### END SOLUTION").startswith("# YOUR CODE HERE: define `f`")
+
+
 @pytest.mark.parametrize(
     "source, problem",
     [

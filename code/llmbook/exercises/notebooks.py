@@ -192,6 +192,24 @@ def exercise_cells(notebook: dict, where: str = "notebook") -> list[ExerciseCell
     return found
 
 
+_DEFINED_NAME = re.compile(r"^(?:def|class)\s+(\w+)|^(\w+)\s*(?::[^=]*)?=(?!=)")
+
+
+def _stub(indent: str, block: list[str]) -> list[str]:
+    """The stub for one solution block; at the top level of a cell it names what the student must define."""
+    comment = STUB_LINES[0]
+    if not indent:
+        names = []
+        for line in block:
+            match = _DEFINED_NAME.match(line)  # only unindented lines: what the block defines
+            name = match and (match.group(1) or match.group(2))
+            if name and name not in names:
+                names.append(name)
+        if names:
+            comment += ": define " + ", ".join(f"`{name}`" for name in names)
+    return [f"{indent}{comment}\n", f"{indent}{STUB_LINES[1]}\n"]
+
+
 def strip_solution(source: str, where: str = "cell") -> str:
     """Replace every ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block by a stub.
 
@@ -202,21 +220,26 @@ def strip_solution(source: str, where: str = "cell") -> str:
             ### BEGIN SOLUTION              # YOUR CODE HERE
             return x + 1         ->         raise NotImplementedError()
             ### END SOLUTION
+
+    At the top level of a cell the comment names what to define
+    (``# YOUR CODE HERE: define `prediction```).
     """
-    out, inside = [], False
+    out, block, inside, indent = [], [], False, ""
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
         stripped = line.strip()
         if stripped == BEGIN_SOLUTION:
             if inside:
                 raise NotebookError(f"{where}, line {number}: a second {BEGIN_SOLUTION} before {END_SOLUTION}")
-            inside = True
+            inside, block = True, []
             indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}{stub}\n" for stub in STUB_LINES]
         elif stripped == END_SOLUTION:
             if not inside:
                 raise NotebookError(f"{where}, line {number}: {END_SOLUTION} without {BEGIN_SOLUTION}")
             inside = False
-        elif not inside:
+            out += _stub(indent, block)
+        elif inside:
+            block.append(line)
+        else:
             out.append(line)
     if inside:
         raise NotebookError(f"{where}: {BEGIN_SOLUTION} without {END_SOLUTION}")
