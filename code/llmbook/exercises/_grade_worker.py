@@ -65,6 +65,7 @@ def _grade(job: dict) -> dict:
         allow_errors=True,
         interrupt_on_timeout=False,
         record_timing=False,
+        shutdown_kernel="immediate",  # nothing to save: a graceful shutdown only waits on a busy kernel
         resources={"metadata": {"path": job["workdir"]}},
     )
     result_file = Path(job["result"]).with_suffix(".checks.jsonl")
@@ -90,6 +91,8 @@ def _grade(job: dict) -> dict:
         results: dict[str, dict] = {}
         if status == "ok":
             client.interrupt_on_timeout = True  # a check that loops is interrupted; the next one still runs
+            # ... and if the interrupt is ignored, nbclient moves on instead of waiting (the process backstop kills it).
+            client.error_on_timeout = {"ename": "CheckTimeout", "evalue": "the check timed out", "traceback": []}
             setup = nbformat.v4.new_code_cell(
                 _SETUP.format(chapters=sorted({i.split(".")[0] for i in job["ids"]}), checks_files=job["checks_files"])
             )
