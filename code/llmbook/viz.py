@@ -1,0 +1,374 @@
+"""Interactive views of attention weights (Chapter 4: Attention; used again in chapters 5 to 9).
+
+:func:`attention_view` draws the weights of a model's heads as self-contained
+HTML and JavaScript: no CDN, no require.js, nothing to install. It works the
+same in JupyterLab, Colab, VS Code and the static HTML book. Pick a layer and a
+head; hover over (or click) a token to see what it attends to, drawn as lines
+whose opacity and width are the weights; or switch to a heat map.
+
+:func:`bertviz_view` hands the same tensors to bertviz (``pip install bertviz``)
+for its head and model views (those load d3 and jQuery from a CDN, so they
+need a live notebook with internet access).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import uuid
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["AttentionView", "attention_view", "bertviz_view"]
+
+DEFAULT_MAX_TOKENS = 64
+HEAD_COLOURS = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#393b79", "#637939",
+]  # fmt: skip
+
+
+def _as_layers(attentions) -> np.ndarray:
+    """Any accepted input -> float array (L, H, T_q, T_k); clear errors for everything else."""
+    if isinstance(attentions, (torch.Tensor, np.ndarray)):
+        attentions = [attentions]
+    if not isinstance(attentions, (list, tuple)) or len(attentions) == 0:
+        raise TypeError(
+            "attentions must be a tensor (H, T, T) or a non-empty list (one per layer) of tensors "
+            f"(1, H, T, T) or (H, T, T); got {type(attentions).__name__}"
+        )
+    layers = []
+    for index, layer in enumerate(attentions):
+        array = layer.detach().float().cpu().numpy() if isinstance(layer, torch.Tensor) else np.asarray(layer, float)
+        if array.ndim == 4:
+            array = array[0]  # (B, H, T, T): the first sequence of the batch
+        if array.ndim == 2:
+            array = array[None]  # (T, T): one head
+        if array.ndim != 3:
+            raise ValueError(
+                f"layer {index}: expected attention of shape (B, H, T_q, T_k), (H, T_q, T_k) or (T_q, T_k), "
+                f"got {array.shape}"
+            )
+        if layers and array.shape != layers[0].shape:
+            raise ValueError(
+                f"layer {index} has shape (H, T_q, T_k) = {array.shape} but layer 0 has {layers[0].shape}: "
+                "every layer needs the same heads and tokens"
+            )
+        layers.append(array)
+    stacked = np.stack(layers)  # (L, H, T_q, T_k)
+    if not np.isfinite(stacked).all():
+        raise ValueError("attention weights contain NaN or inf (a fully masked row?); the view needs finite weights")
+    if stacked.min() < -1e-3 or stacked.max() > 1 + 1e-3:
+        raise ValueError(
+            f"attention weights must lie in [0, 1] (they are softmax outputs), got values in "
+            f"[{stacked.min():.3g}, {stacked.max():.3g}]: did you pass the scores before the softmax?"
+        )
+    return np.clip(stacked, 0.0, 1.0)
+
+
+def _check_tokens(tokens, n: int, side: str) -> list[str]:
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"{side} tokens must be a list of strings (one per position), got {type(tokens).__name__}")
+    tokens = [str(t) for t in tokens]
+    if len(tokens) != n:
+        raise ValueError(
+            f"{len(tokens)} {side} tokens but the attention has {n} {side} positions: pass one token per position"
+        )
+    return tokens
+
+
+class AttentionView:
+    """The HTML of one attention view; Jupyter shows it through :meth:`_repr_html_`."""
+
+    def __init__(self, html_text: str, num_layers: int, num_heads: int, tokens: list[str], truncated_from: int | None):
+        self.html = html_text
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.tokens = tokens
+        self.truncated_from = truncated_from
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        cut = f", truncated from {self.truncated_from} tokens" if self.truncated_from else ""
+        return (
+            f"AttentionView({self.num_layers} layers, {self.num_heads} heads, {len(self.tokens)} tokens{cut}, "
+            f"{len(self.html) / 1024:.1f} KiB of HTML)"
+        )
+
+    def save(self, path) -> None:
+        """Write a stand-alone HTML page holding the view."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{self.html}</body></html>')
+
+
+def attention_view(
+    attentions,
+    tokens: Sequence[str],
+    layer: int = 0,
+    head: int = 0,
+    title: str | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    key_tokens: Sequence[str] | None = None,
+) -> AttentionView:
+    """An interactive view of attention weights, as self-contained HTML and JavaScript.
+
+    ``attentions``: a list (one per layer) of tensors (B, H, T_q, T_k) (the first
+    sequence is shown), (H, T_q, T_k) or (T_q, T_k), or one such tensor.
+    ``tokens``: the T_q query tokens (and keys too unless ``key_tokens`` is
+    given, e.g. for cross-attention). ``layer``/``head``: the initial
+    selection. Inputs longer than ``max_tokens`` are cut to their first
+    ``max_tokens`` positions (the view says so) to keep the page small and fast.
+    Weights are stored as bytes (0-255), about 1.4 bytes per weight.
+    """
+    weights = _as_layers(attentions)  # (L, H, T_q, T_k)
+    num_layers, num_heads, T_q, T_k = weights.shape
+    query_tokens = _check_tokens(tokens, T_q, "query")
+    key_tokens = query_tokens if key_tokens is None and T_q == T_k else key_tokens
+    if key_tokens is None:
+        raise ValueError(f"the attention has {T_q} queries and {T_k} keys: pass key_tokens for the {T_k} keys")
+    key_tokens = _check_tokens(key_tokens, T_k, "key")
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"layer={layer} but there are {num_layers} layers (0..{num_layers - 1})")
+    if not 0 <= head < num_heads:
+        raise ValueError(f"head={head} but there are {num_heads} heads (0..{num_heads - 1})")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+
+    truncated_from = max(T_q, T_k) if max(T_q, T_k) > max_tokens else None
+    weights = weights[:, :, :max_tokens, :max_tokens]
+    query_tokens, key_tokens = query_tokens[:max_tokens], key_tokens[:max_tokens]
+    T_q, T_k = weights.shape[2], weights.shape[3]
+
+    as_bytes = np.rint(weights * 255).astype(np.uint8)  # (L, H, T_q, T_k), 0..255
+    payload = {
+        "layers": num_layers,
+        "heads": num_heads,
+        "tq": T_q,
+        "tk": T_k,
+        "layer": layer,
+        "head": head,
+        "queries": query_tokens,
+        "keys": key_tokens,
+        "colours": HEAD_COLOURS,
+        "weights": base64.b64encode(as_bytes.tobytes()).decode("ascii"),
+    }
+    # JSON inside <script>: escape <, > and & so no token can close the script tag.
+    data_json = json.dumps(payload, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")
+    data_json = data_json.replace("&", "\\u0026")
+    uid = f"llmbook-attention-{uuid.uuid4().hex}"
+
+    def buttons(kind: str, count: int, selected: int, label: str) -> str:
+        items = "".join(
+            f'<button type="button" class="llmbook-{kind}{" active" if i == selected else ""}" data-{kind}="{i}"'
+            + (f' style="border-bottom:3px solid {HEAD_COLOURS[i % len(HEAD_COLOURS)]}"' if kind == "head" else "")
+            + f">{i}</button>"
+            for i in range(count)
+        )
+        return f'<div class="llmbook-row"><span class="llmbook-label">{label}</span>{items}</div>'
+
+    def column(side: str, toks: list[str]) -> str:
+        spans = "".join(
+            f'<div class="llmbook-token" data-side="{side}" data-token-index="{i}" title="{html.escape(t)} ({i})">'
+            f"{html.escape(t) if t.strip() else '&#9251;'}</div>"
+            for i, t in enumerate(toks)
+        )
+        return f'<div class="llmbook-tokens llmbook-{side}s">{spans}</div>'
+
+    note = (
+        f'<div class="llmbook-note">Showing the first {max_tokens} of {truncated_from} tokens '
+        f"(max_tokens={max_tokens}); weights to later tokens are not drawn.</div>"
+        if truncated_from
+        else ""
+    )
+    heading = f'<div class="llmbook-title">{html.escape(title)}</div>' if title else ""
+    page = f"""<div id="{uid}" class="llmbook-attention-view" data-layer="{layer}" data-head="{head}" data-mode="lines">
+<style>
+#{uid} {{font-family: system-ui, -apple-system, "Segoe UI", "Noto Sans", "PingFang SC", sans-serif; font-size: 13px;
+  color: #222; background: #fff; padding: 6px; border: 1px solid #ddd; border-radius: 6px; max-width: 100%;
+  overflow-x: auto;}}
+#{uid} .llmbook-title {{font-weight: 600; margin-bottom: 4px;}}
+#{uid} .llmbook-row {{margin: 2px 0;}}
+#{uid} .llmbook-label {{display: inline-block; width: 48px; color: #555;}}
+#{uid} button {{font: inherit; margin: 1px; padding: 1px 7px; border: 1px solid #bbb; background: #f6f6f6;
+  border-radius: 3px; cursor: pointer; color: #222;}}
+#{uid} button.active {{background: #333; color: #fff;}}
+#{uid} .llmbook-note {{color: #a05a00; margin: 3px 0;}}
+#{uid} .llmbook-readout {{color: #444; min-height: 1.3em; margin: 3px 0;}}
+#{uid} .llmbook-canvas {{display: flex; align-items: flex-start; margin-top: 4px;}}
+#{uid} .llmbook-tokens {{display: flex; flex-direction: column;}}
+#{uid} .llmbook-token {{height: 20px; line-height: 20px; padding: 0 5px; white-space: pre; cursor: pointer;
+  border-radius: 3px; max-width: 160px; overflow: hidden; text-overflow: ellipsis;}}
+#{uid} .llmbook-querys .llmbook-token {{text-align: right;}}
+#{uid} .llmbook-token.selected {{background: #ffe08a;}}
+#{uid} .llmbook-token:hover {{background: #eee;}}
+#{uid}[data-mode="heatmap"] .llmbook-tokens {{display: none;}}
+#{uid} svg text {{font-size: 11px; fill: #222;}}
+</style>
+{heading}{buttons("layer", num_layers, layer, "Layer")}{buttons("head", num_heads, head, "Head")}
+<div class="llmbook-row"><span class="llmbook-label">View</span><button type="button" class="llmbook-mode" data-mode="lines">heat map</button></div>
+{note}<div class="llmbook-readout">Hover over a token on the left to see what it attends to; click to pin it.</div>
+<div class="llmbook-canvas">{column("query", query_tokens)}<svg class="llmbook-attention-lines" xmlns="http://www.w3.org/2000/svg" width="180" height="{20 * max(T_q, T_k)}"></svg>{column("key", key_tokens)}</div>
+<script type="application/json" class="llmbook-attention-data">{data_json}</script>
+<script>{_SCRIPT.replace("__UID__", uid)}</script>
+</div>"""
+    return AttentionView(page, num_layers, num_heads, query_tokens, truncated_from)
+
+
+# The view's behaviour. Everything lives inside one function call: no global names, so any number of
+# views can share a page. The root is found by its unique id (document.currentScript first, since
+# some front ends run the script before the output is attached to the document; retried briefly).
+_SCRIPT = r"""
+(function () {
+  var uid = "__UID__", script = document.currentScript, tries = 0;
+  function findRoot() {
+    var root = script && script.parentNode && script.parentNode.id === uid ? script.parentNode : null;
+    return root || document.getElementById(uid);
+  }
+  function start() {
+    var root = findRoot();
+    if (!root) { if (tries++ < 50) { setTimeout(start, 100); } return; }
+    if (root.getAttribute("data-ready") === "1") { return; }
+    root.setAttribute("data-ready", "1");
+    var data = JSON.parse(root.querySelector(".llmbook-attention-data").textContent);
+    var raw = atob(data.weights), bytes = new Uint8Array(raw.length);
+    for (var b = 0; b < raw.length; b++) { bytes[b] = raw.charCodeAt(b); }
+    var svg = root.querySelector("svg.llmbook-attention-lines"), NS = "http://www.w3.org/2000/svg";
+    var readout = root.querySelector(".llmbook-readout"), modeButton = root.querySelector(".llmbook-mode");
+    var layer = data.layer, head = data.head, mode = "lines", pinned = null, hover = null, row = 20, width = 180;
+    function weight(q, k) { return bytes[((layer * data.heads + head) * data.tq + q) * data.tk + k] / 255; }
+    function colour() { return data.colours[head % data.colours.length]; }
+    function el(name, attrs) {
+      var node = document.createElementNS(NS, name);
+      for (var a in attrs) { node.setAttribute(a, attrs[a]); }
+      return node;
+    }
+    function label(q) { return "'" + data.queries[q] + "'"; }
+    function short(text) { return text.length > 12 ? text.slice(0, 11) + "\u2026" : text; }
+    function describe(q) {
+      var best = [], k;
+      for (k = 0; k < data.tk; k++) { best.push([weight(q, k), k]); }
+      best.sort(function (x, y) { return y[0] - x[0]; });
+      var parts = best.slice(0, 3).filter(function (p) { return p[0] > 0; }).map(function (p) {
+        return "'" + data.keys[p[1]] + "' " + p[0].toFixed(2);
+      });
+      readout.textContent = "Layer " + layer + ", head " + head + ": " + label(q) + " (" + q + ") attends most to " +
+        parts.join(", ");
+    }
+    function drawLines() {
+      var focus = hover !== null ? hover : pinned;
+      svg.setAttribute("width", width);
+      svg.setAttribute("height", row * Math.max(data.tq, data.tk));
+      for (var q = 0; q < data.tq; q++) {
+        if (focus !== null && q !== focus) { continue; }
+        for (var k = 0; k < data.tk; k++) {
+          var w = weight(q, k);
+          if (w < 0.005) { continue; }
+          svg.appendChild(el("line", {
+            x1: 2, y1: q * row + row / 2, x2: width - 2, y2: k * row + row / 2,
+            stroke: colour(), "stroke-opacity": w.toFixed(3), "stroke-width": (focus !== null ? 1 + 4 * w : 0.5 + 2 * w).toFixed(2),
+            "data-query": q, "data-key": k, "data-weight": w.toFixed(3)
+          }));
+        }
+      }
+      if (focus !== null) { describe(focus); }
+    }
+    function drawHeatmap() {
+      var cell = Math.max(8, Math.min(22, Math.floor(560 / Math.max(data.tq, data.tk))));
+      var left = 90, top = 70, q, k;
+      svg.setAttribute("width", left + cell * data.tk + 4);
+      svg.setAttribute("height", top + cell * data.tq + 4);
+      for (q = 0; q < data.tq; q++) {
+        var t = el("text", {x: left - 4, y: top + q * cell + cell * 0.7, "text-anchor": "end", "data-token-index": q});
+        t.textContent = short(data.queries[q]);
+        svg.appendChild(t);
+      }
+      for (k = 0; k < data.tk; k++) {
+        var x = left + k * cell + cell * 0.7;
+        var s = el("text", {x: x, y: top - 4, transform: "rotate(-60 " + x + " " + (top - 4) + ")", "data-key-index": k});
+        s.textContent = short(data.keys[k]);
+        svg.appendChild(s);
+      }
+      for (q = 0; q < data.tq; q++) {
+        for (k = 0; k < data.tk; k++) {
+          var w = weight(q, k);
+          var r = el("rect", {x: left + k * cell, y: top + q * cell, width: cell - 1, height: cell - 1,
+            fill: colour(), "fill-opacity": w.toFixed(3), stroke: "#eee", "data-query": q, "data-key": k,
+            "data-weight": w.toFixed(3)});
+          var tip = el("title", {});
+          tip.textContent = data.queries[q] + " \u2192 " + data.keys[k] + ": " + w.toFixed(3);
+          r.appendChild(tip);
+          svg.appendChild(r);
+        }
+      }
+    }
+    function draw() {
+      while (svg.firstChild) { svg.removeChild(svg.firstChild); }
+      root.setAttribute("data-layer", layer);
+      root.setAttribute("data-head", head);
+      root.setAttribute("data-mode", mode);
+      modeButton.setAttribute("data-mode", mode);
+      modeButton.textContent = mode === "lines" ? "heat map" : "lines";
+      var i, buttons = root.querySelectorAll("button.llmbook-layer");
+      for (i = 0; i < buttons.length; i++) { buttons[i].classList.toggle("active", +buttons[i].getAttribute("data-layer") === layer); }
+      buttons = root.querySelectorAll("button.llmbook-head");
+      for (i = 0; i < buttons.length; i++) { buttons[i].classList.toggle("active", +buttons[i].getAttribute("data-head") === head); }
+      var tokens = root.querySelectorAll(".llmbook-token");
+      for (i = 0; i < tokens.length; i++) {
+        var isPinned = tokens[i].getAttribute("data-side") === "query" && +tokens[i].getAttribute("data-token-index") === pinned;
+        tokens[i].classList.toggle("selected", isPinned);
+      }
+      if (mode === "lines") { drawLines(); } else { drawHeatmap(); }
+    }
+    root.addEventListener("click", function (event) {
+      var target = event.target.closest ? event.target.closest("button, .llmbook-token") : null;
+      if (!target || !root.contains(target)) { return; }
+      if (target.classList.contains("llmbook-layer")) { layer = +target.getAttribute("data-layer"); }
+      else if (target.classList.contains("llmbook-head")) { head = +target.getAttribute("data-head"); }
+      else if (target.classList.contains("llmbook-mode")) { mode = mode === "lines" ? "heatmap" : "lines"; }
+      else if (target.getAttribute("data-side") === "query") {
+        var q = +target.getAttribute("data-token-index");
+        pinned = pinned === q ? null : q;
+        hover = null;
+        root.setAttribute("data-selected-token", pinned === null ? "" : pinned);
+      } else { return; }
+      draw();
+    });
+    var queryTokens = root.querySelectorAll('.llmbook-token[data-side="query"]');
+    for (var i = 0; i < queryTokens.length; i++) {
+      queryTokens[i].addEventListener("mouseenter", function () {
+        hover = +this.getAttribute("data-token-index"); if (mode === "lines") { draw(); }
+      });
+      queryTokens[i].addEventListener("mouseleave", function () { hover = null; if (mode === "lines") { draw(); } });
+    }
+    draw();
+  }
+  start();
+})();
+"""
+
+
+def bertviz_view(attentions, tokens: Sequence[str], view: str = "head"):
+    """Show our attention tensors with bertviz's ``head_view`` or ``model_view``; returns its HTML object.
+
+    ``attentions`` as for :func:`attention_view`. bertviz's views load d3 and
+    jQuery from a CDN through require.js: they draw in a live notebook with
+    internet access, not in the offline book (use :func:`attention_view` there).
+    """
+    try:
+        from bertviz import head_view, model_view
+    except ImportError as error:
+        raise ImportError("bertviz_view needs bertviz: pip install bertviz (or use attention_view)") from error
+    if view not in ("head", "model"):
+        raise ValueError(f"view must be 'head' or 'model', got {view!r}")
+    weights = _as_layers(attentions)  # (L, H, T, T)
+    if weights.shape[2] != weights.shape[3]:
+        raise ValueError(f"bertviz_view shows self-attention only (T_q = T_k); got {weights.shape[2:]} ")
+    tokens = _check_tokens(tokens, weights.shape[2], "query")
+    per_layer = [torch.from_numpy(layer).unsqueeze(0) for layer in weights]  # bertviz wants (1, H, T, T) per layer
+    show = head_view if view == "head" else model_view
+    return show(per_layer, tokens, html_action="return")
