@@ -312,6 +312,7 @@ def train_glove(
     seed: int = 0,
     time_limit: float | None = None,
     progress: bool = False,
+    callback=None,
 ) -> tuple[GloVe, GloVeHistory]:
     """Fit a :class:`GloVe` model to the co-occurrence matrix ``X``; returns ``(model, history)``.
 
@@ -321,6 +322,8 @@ def train_glove(
     modern default (use a smaller lr, e.g. 0.01). ``time_limit`` (seconds)
     stops after the epoch that crosses it. ``history.loss`` is the mean of
     f(X_ij)(...)^2 over the nonzeros during each epoch (J divided by the number of nonzeros).
+    ``callback(epoch, model, history)``, if given, runs after every epoch (e.g. to evaluate);
+    its time is not counted in ``history.seconds``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -372,6 +375,10 @@ def train_glove(
         history.seconds.append(elapsed)
         if progress:
             print(f"epoch {epoch:3d}  loss {history.loss[-1]:.4f}  {elapsed:6.1f} s")
+        if callback is not None:
+            paused = time.perf_counter()
+            callback(epoch, model, history)
+            start += time.perf_counter() - paused
         if time_limit is not None and elapsed >= time_limit and epoch < epochs:
             history.stopped_early = True
             break

@@ -1,0 +1,92 @@
+"""Chapter 3 benchmark: our GloVe against gensim's word2vec on the Brown corpus, side by side.
+
+Same corpus (Brown, 1,013,319 words), same vocabulary (min count 5: 14,206
+words), same window (10) and dimension, same evaluations (gensim's analogy
+questions, WordSim-353, SimLex-999). Both run in this one process, one after
+the other, so the machine's load affects them alike: compare the ratios.
+BENCHMARKS.md lists Stanford's C GloVe on the same setting (84 s, WS-353 rho
+0.132 at 15 iterations, 0.201 at 50; analogy 2.79%).
+
+    .venv/bin/python benchmarks/glove_vs_reference.py            # the full comparison (a few minutes)
+    .venv/bin/python benchmarks/glove_vs_reference.py --quick    # GloVe and 5-epoch word2vec only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from llmbook import glove
+from llmbook.data import load_brown_sentences
+
+
+def evaluate(vectors, vocab) -> dict:
+    analogies = glove.analogy_eval(vectors, vocab)
+    return {
+        "analogy": analogies.accuracy,
+        "analogy_covered": analogies.covered,
+        "ws353": glove.similarity_eval(vectors, vocab, "wordsim353.tsv").rho,
+        "simlex": glove.similarity_eval(vectors, vocab, "simlex999.txt").rho,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads and gensim workers (default 2)")
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15, help="GloVe epochs")
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "adagrad"])
+    parser.add_argument("--lr", type=float, default=None, help="default: 0.02 for adam, 0.1 for adagrad")
+    parser.add_argument("--batch-size", type=int, default=2**14)
+    parser.add_argument("--x-max", type=float, default=10.0)
+    parser.add_argument("--alpha", type=float, default=0.75)
+    parser.add_argument("--quick", action="store_true", help="skip the 15-epoch word2vec")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lr = args.lr if args.lr is not None else (0.02 if args.optimizer == "adam" else 0.1)
+
+    sentences = load_brown_sentences()
+    vocab = glove.build_vocab(sentences, min_count=5)
+    print(f"Brown: {sum(map(len, sentences)):,} words, {len(sentences):,} sentences; vocabulary {len(vocab):,} (min count 5)")
+    rows = []
+
+    start = time.perf_counter()
+    X = glove.cooccurrence(sentences, vocab, window=args.window)  # whole corpus as one stream, like Stanford's tool
+    counting = time.perf_counter() - start
+    model, history = glove.train_glove(
+        X, dim=args.dim, epochs=args.epochs, lr=lr, optimizer=args.optimizer, batch_size=args.batch_size,
+        x_max=args.x_max, alpha=args.alpha, seed=0,
+    )  # fmt: skip
+    training = history.seconds[-1]
+    print(f"GloVe: {X.nnz:,} nonzero counts in {counting:.1f} s; {len(history.loss)} epochs in {training:.1f} s, "
+          f"final loss {history.loss[-1]:.4f}")  # fmt: skip
+    rows.append({"system": f"llmbook GloVe ({args.optimizer}, lr {lr}, {len(history.loss)} epochs, x_max {args.x_max:g})",
+                 "seconds": counting + training, **evaluate(model.vectors(), vocab)})  # fmt: skip
+
+    for epochs in [5] if args.quick else [5, 15]:
+        vectors, seconds = glove.train_word2vec(
+            sentences, vocab, dim=args.dim, window=args.window, epochs=epochs, workers=args.threads
+        )
+        rows.append({"system": f"gensim word2vec skip-gram ({epochs} epochs)", "seconds": seconds, **evaluate(vectors, vocab)})
+
+    reference = rows[1]["seconds"]
+    print(f"\n{args.threads} threads, dimension {args.dim}, window {args.window}; time ratio relative to word2vec 5 epochs\n")
+    print("| system | time (s) | ratio | analogy | WS-353 rho | SimLex rho |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['system']} | {row['seconds']:.1f} | {row['seconds'] / reference:.2f} | "
+              f"{100 * row['analogy']:.2f}% | {row['ws353']:.3f} | {row['simlex']:.3f} |")  # fmt: skip
+    print("| Stanford GloVe (C), 15 iterations, BENCHMARKS.md | 84.3 | - | 2.79% | 0.132 | 0.032 |")
+    print("| Stanford GloVe (C), 50 iterations, BENCHMARKS.md | 232.2 | - | 2.20% | 0.201 | 0.039 |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"args": vars(args), "rows": rows, "loss": history.loss}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
