@@ -33,12 +33,23 @@ book: $(STAMP)
 # Three steps: unit tests; every chapter notebook executed at the smoke budget (nbval); the book built
 # with warnings as errors and opened in Chromium (tests/test_book.py). Exit code 5 ("no tests
 # collected", e.g. before the first notebook exists) is not a failure.
+# Every step runs even when an earlier one fails; each prints its time, and the summary names the failed ones.
 test: $(STAMP)
-	LLMBOOK_STRICT_CHECKS=1 LLMBOOK_BUDGET=smoke $(PY) -m pytest tests -n 2 -m "not book" || [ $$? -eq 5 ]
-	LLMBOOK_STRICT_CHECKS=1 LLMBOOK_BUDGET=smoke $(PY) -m pytest --nbval-lax book -n 2 --dist loadfile -p no:cacheprovider || [ $$? -eq 5 ]
-	@$(MAKE) --no-print-directory browser-prerequisites
-	LLMBOOK_STRICT_CHECKS=1 LLMBOOK_BUDGET=smoke $(PY) -m pytest tests -m book || [ $$? -eq 5 ]
-	@echo "The test build of the book and a screenshot of chapter 4 are in _build/test-book/."
+	@failed=""; \
+	step() { \
+		name=$$1; shift; start=$$(date +%s); echo "=== make test: $$name: $$*"; \
+		"$$@"; rc=$$?; \
+		echo "=== make test: $$name: exit $$rc after $$(( $$(date +%s) - start )) s"; \
+		if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then failed="$$failed [$$name]"; fi; \
+	}; \
+	export LLMBOOK_STRICT_CHECKS=1 LLMBOOK_BUDGET=smoke; \
+	step "1 unit tests" $(PY) -m pytest tests -n 2 -m "not book"; \
+	step "2 notebooks" $(PY) -m pytest --nbval-lax book -n 2 --dist loadfile -p no:cacheprovider; \
+	step "3a browser prerequisites" $(MAKE) --no-print-directory browser-prerequisites; \
+	step "3 book build and browser" $(PY) -m pytest tests -m book; \
+	echo "The test build of the book and a screenshot of chapter 4 are in _build/test-book/."; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make test: all steps passed"
 
 # The browser tests drive Debian's Chromium (never a downloaded browser) and install their local
 # copies of the book's CDN files with npm. Installed here when running as root; otherwise a message.

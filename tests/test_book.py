@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 BROWSER_ASSETS = ROOT / "tests" / "browser"
@@ -338,23 +339,31 @@ def open_page(browser, book_url, node_modules):
             else None,
         )
         page.goto(f"{book_url}/{document}.html", wait_until="networkidle", timeout=60_000)
+
+        def wait_for(condition: str, what: str):
+            try:
+                page.wait_for_function(condition, timeout=30_000)
+            except PlaywrightTimeout:
+                visit.console_errors.append(f"not done within 30 s: {what}")
+
         # MathJax typesets asynchronously after load; wait for it when the page uses it.
-        page.wait_for_function(
-            "() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)", timeout=30_000
+        wait_for(
+            "() => !window.MathJax || !window.MathJax.version || window.MathJax.startup.promise",
+            "MathJax did not start",
         )
-        page.evaluate("() => window.MathJax ? window.MathJax.startup.promise : null")
+        page.evaluate("() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise : null")
         # Every visible Mermaid diagram has become an SVG, or failed (reported below by the console).
-        page.wait_for_function(
+        wait_for(
             """() => [...document.querySelectorAll('.mermaid')].every(el =>
                    el.querySelector('svg') || el.hasAttribute('data-mermaid-deferred')
                    || el.hasAttribute('data-mermaid-render-failed'))""",
-            timeout=30_000,
+            "a Mermaid diagram was not drawn",
         )
         # Saved widget views are drawn by the widget manager (require.js + html-manager).
-        page.wait_for_function(
+        wait_for(
             """() => document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length
-                   <= document.querySelectorAll('.jupyter-widgets, .widget-subarea').length""",
-            timeout=30_000,
+                   <= document.querySelectorAll('.widget-subarea').length""",
+            "saved ipywidgets were not drawn (is the widget state saved in the notebook's metadata?)",
         )
         page.wait_for_load_state("networkidle")
         loaded[document] = page, visit
@@ -482,6 +491,6 @@ def test_saved_widgets_render_where_a_page_has_them(open_page, built_book):
     for document in with_widgets:
         page, visit = open_page(document)
         views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
-        drawn = page.locator(".jupyter-widgets, .widget-subarea").count()
+        drawn = page.locator(".widget-subarea").count()
         assert drawn >= views >= 1, f"{document}: {views} saved widget views but {drawn} drawn"
         assert not visit.console_errors, visit.console_errors
