@@ -290,7 +290,7 @@ def test_glove_on_a_slice_of_brown_learns_something(brown):
     part = sentences[:3000]
     vocab = glove.build_vocab(part, min_count=5)
     X = glove.cooccurrence(part, vocab, window=5)
-    model, history = glove.train_glove(X, dim=20, epochs=5, lr=0.05, optimizer="adam", batch_size=8192, seed=0)
+    model, history = glove.train_glove(X, dim=16, epochs=4, lr=0.05, optimizer="adam", batch_size=32768, seed=0)
     assert history.loss[-1] < history.loss[0]
     neighbours = [w for w, _ in glove.nearest(model.vectors(), vocab, "he", k=10)]
     assert "she" in neighbours or "it" in neighbours, neighbours
