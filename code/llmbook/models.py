@@ -294,10 +294,6 @@ class GPT(nn.Module):
         forward = 2 * (12 * L * d * d + V * d) + 4 * L * T * d
         return 3 * forward if training else forward
 
-    @classmethod
-    def from_config(cls, **kwargs) -> "GPT":
-        return cls(GPTConfig(**kwargs))
-
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
 
