@@ -494,3 +494,27 @@ def test_saved_widgets_render_where_a_page_has_them(open_page, built_book):
         drawn = page.locator(".widget-subarea").count()
         assert drawn >= views >= 1, f"{document}: {views} saved widget views but {drawn} drawn"
         assert not visit.console_errors, visit.console_errors
+
+
+# --- numbers glued into the prose ----------------------------------------------------------------
+
+
+def test_glue_hands_numpy_and_torch_scalars_to_myst_nb_as_python_numbers(monkeypatch):
+    """``{glue:text}`name:.3f``` formats the value's text/plain; NumPy 2 writes np.float64(0.8) there."""
+    import numpy as np
+    import torch
+
+    import myst_nb
+
+    from llmbook import notebook
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    original = np.float64(0.8)
+    assert notebook.glue("loss", original) is original  # the caller gets its own object back
+    notebook.glue("tokens", np.int64(7))
+    notebook.glue("ratio", torch.tensor(2.5))
+    notebook.glue("table", [1, 2])
+    assert glued == {"loss": 0.8, "tokens": 7, "ratio": 2.5, "table": [1, 2]}
+    assert type(glued["loss"]) is float and type(glued["tokens"]) is int
+    assert format(glued["loss"], ".3f") == "0.800"

@@ -34,5 +34,15 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
         from myst_nb import glue as myst_glue
     except ImportError:
         return value
-    myst_glue(name, value, display=display)
+    myst_glue(name, _as_python_scalar(value), display=display)
+    return value
+
+
+def _as_python_scalar(value: Any) -> Any:
+    """NumPy scalars and 0-d tensors as Python numbers, so ``{glue:text}`name:.3f``` can format them.
+
+    (NumPy 2 writes ``np.float64(0.8)`` as their text, which the format spec cannot parse.)
+    """
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
     return value
