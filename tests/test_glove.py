@@ -176,12 +176,24 @@ def test_training_is_reproducible_with_a_seed_and_respects_the_time_limit():
     assert history.stopped_early and len(history.loss) == 1
 
 
+def test_callback_runs_after_every_epoch_with_the_linear_schedule():
+    corpus, _ = _planted_corpus(sentences=100)
+    X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=3)
+    seen = []
+    _, history = glove.train_glove(X, dim=4, epochs=3, batch_size=64, lr=0.5, lr_schedule="linear",
+                                   callback=lambda epoch, model, history: seen.append((epoch, len(history.loss))))  # fmt: skip
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+    assert history.loss[-1] < history.loss[0]
+
+
 def test_train_glove_rejects_bad_arguments():
     X = glove.cooccurrence("a b a b".split(), glove.Vocab(["a", "b"], [2, 2]), window=1)
     with pytest.raises(ValueError, match="optimizer"):
         glove.train_glove(X, dim=2, epochs=1, optimizer="sgd")
     with pytest.raises(ValueError, match="epochs"):
         glove.train_glove(X, dim=2, epochs=0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        glove.train_glove(X, dim=2, epochs=1, lr_schedule="cosine")
     with pytest.raises(TypeError, match="scipy.sparse"):
         glove.train_glove([[1, 2], [3, 4]], dim=2, epochs=1)
 

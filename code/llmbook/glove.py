@@ -306,6 +306,7 @@ def train_glove(
     lr: float = 0.05,
     optimizer: str = "adagrad",
     batch_size: int = 2**14,
+    lr_schedule: str = "constant",
     x_max: float = 10.0,
     alpha: float = 0.75,
     device: str | torch.device | None = None,
@@ -321,7 +322,8 @@ def train_glove(
     ``optimizer="adagrad"`` follows the paper (which used lr 0.05 with one pair
     per update; with mini-batches of 16k pairs lr 0.3 worked best on Brown);
     ``"adam"`` is the modern default (lr 0.02 on Brown). ``time_limit`` (seconds)
-    stops after the epoch that crosses it. ``history.loss`` is the mean of
+    stops after the epoch that crosses it. ``lr_schedule="linear"`` lowers the
+    learning rate linearly to zero over the planned ``epochs``. ``history.loss`` is the mean of
     f(X_ij)(...)^2 over the nonzeros during each epoch (J divided by the number of nonzeros).
     ``callback(epoch, model, history)``, if given, runs after every epoch (e.g. to evaluate);
     its time is not counted in ``history.seconds``.
@@ -355,6 +357,15 @@ def train_glove(
     else:
         raise ValueError(f"optimizer must be 'adagrad' (as in the paper) or 'adam', got {optimizer!r}")
 
+    steps_per_epoch = math.ceil(len(counts) / batch_size)
+    if lr_schedule == "linear":
+        total_steps = epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total_steps))
+    elif lr_schedule == "constant":
+        scheduler = None
+    else:
+        raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {lr_schedule!r}")
+
     shuffle = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else generator
     history = GloVeHistory(nonzeros=len(counts))
     start = time.perf_counter()
@@ -369,6 +380,8 @@ def train_glove(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             epoch_loss += loss.detach()
         elapsed = time.perf_counter() - start
         history.epoch.append(epoch)
