@@ -15,7 +15,8 @@ SMOOTHINGS = [dict(smoothing="add-k", k=1.0), dict(smoothing="add-k", k=0.01), d
 def shakespeare():
     text = load_text("tinyshakespeare.txt")
     train, valid = text[:60_000], text[60_000:70_000]
-    return train, "".join(c for c in valid if c in set(train))  # a character model cannot score unseen characters
+    seen = set(train)
+    return train, "".join(c for c in valid if c in seen)  # a character model cannot score unseen characters
 
 
 def test_counts_of_a_tiny_example_are_the_bigrams_with_boundaries():
@@ -107,6 +108,26 @@ def test_coverage_of_unseen_ngrams_falls_with_n(shakespeare):
     assert coverage[0] > 0.99 and coverage[-1] < coverage[2] < coverage[0]
 
 
+@pytest.mark.parametrize("smoothing", ["add-k", "kneser-ney"])
+def test_derived_lower_order_model_equals_a_direct_fit(smoothing, shakespeare):
+    train, valid = shakespeare
+    big = NGramLM(6, smoothing="kneser-ney").fit(train)
+    for n in (1, 2, 4):
+        direct = NGramLM(n, smoothing=smoothing, k=0.1).fit(train)
+        derived = big.derive(n, smoothing=smoothing, k=0.1)
+        assert derived.perplexity(valid) == pytest.approx(direct.perplexity(valid), rel=1e-12)
+        assert np.allclose(derived.distribution("the "), direct.distribution("the "), atol=1e-15)
+    with pytest.raises(ValueError, match="1 <= n <= 6"):
+        big.derive(7)
+
+
+def test_words_fit_many_scores_sentences():
+    lm = NGramLM(2, smoothing="kneser-ney").fit_many([["a", "b"], ["a", "c"]])
+    assert lm.vocab == [EOS, "a", "b", "c"]
+    assert lm.prob("a", [BOS]) == pytest.approx(lm.prob("a"))  # an empty context is the start
+    assert 1 < lm.perplexity(["a", "b"]) < lm.vocab_size
+
+
 @pytest.mark.parametrize("bad_n", [0, -1, 2.5, "3", True])
 def test_bad_n_is_a_clear_error(bad_n):
     with pytest.raises(ValueError, match="n must be a positive integer"):
@@ -138,6 +159,8 @@ def test_chapter_scale_fit_is_fast():
 
     text = load_text("tinyshakespeare.txt")
     start = time.perf_counter()
-    for n in range(1, 6):
-        NGramLM(n, smoothing="kneser-ney").fit(text).perplexity(text[-100_000:])
-    assert time.perf_counter() - start < 30
+    top = NGramLM(6, smoothing="kneser-ney").fit(text)
+    for n in range(1, 7):
+        for smoothing in ("add-k", "kneser-ney"):
+            top.derive(n, smoothing=smoothing, k=0.01).perplexity(text[-100_000:])
+    assert time.perf_counter() - start < 60  # about 5 s on an idle 2-core machine

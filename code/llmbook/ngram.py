@@ -109,9 +109,39 @@ class NGramLM:
             index[valid] = inverse
             self.tables.append(table)
             self.counts.append(count.astype(np.int64))
+        self._suffix_maps = suffix_maps
         self._prepare_statistics(suffix_maps)
         self._fitted = True
         return self
+
+    def derive(self, n: int | None = None, smoothing: str | None = None, k: float | None = None,
+               discount: float | None = None) -> "NGramLM":
+        """A model of order <= n with other smoothing settings, from the same counts (no recounting).
+
+        The counts of an n-gram model contain those of every lower order, so one fit of the
+        highest order gives all of them: ``lm.derive(n=3, smoothing="add-k", k=0.1)``.
+        """
+        self._check_fitted()
+        n = self.n if n is None else n
+        if not isinstance(n, (int, np.integer)) or not 1 <= n <= self.n:
+            raise ValueError(f"a derived model needs 1 <= n <= {self.n} (the order that was counted), got {n!r}")
+        model = NGramLM(
+            n,
+            k=self.k if k is None else k,
+            smoothing=self.smoothing if smoothing is None else smoothing,
+            discount=self.fixed_discount if discount is None else discount,
+            pad=self.pad,
+        )
+        # With padding the counts were taken with self.n - 1 BOS markers in front, more than n - 1;
+        # the extra grams consist of BOS alone and are never predicted, so every probability
+        # equals that of a model fitted directly with order n (a test checks this).
+        for name in ("_text_input", "vocab", "token_to_id", "bos_id", "base"):
+            setattr(model, name, getattr(self, name))
+        model.tables, model.counts = self.tables[: n + 1], self.counts[: n + 1]
+        model._suffix_maps = self._suffix_maps[: n + 1]
+        model._prepare_statistics(model._suffix_maps)
+        model._fitted = True
+        return model
 
     def _encode_sequences(self, sequences) -> np.ndarray:
         """All sequences as one id array: [BOS]*(n-1) + ids (+ EOS) per sequence, -1 between sequences."""
@@ -253,6 +283,22 @@ class NGramLM:
             )
         return self.token_to_id[token]
 
+    def _ids(self, tokens) -> np.ndarray:
+        """The ids of ``tokens``; a clear error for a token outside the vocabulary."""
+        if isinstance(tokens, str) and self._text_input:  # vectorised: code points -> ids
+            if not hasattr(self, "_char_table"):
+                chars = [(ord(t), i) for t, i in self.token_to_id.items() if len(t) == 1]
+                chars.sort()
+                self._char_table = (np.array([c for c, _ in chars], dtype=np.int64), np.array([i for _, i in chars]))
+            points = np.frombuffer(tokens.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+            known, ids = self._char_table
+            position = np.minimum(np.searchsorted(known, points), len(known) - 1)
+            bad = known[position] != points
+            if bad.any():
+                self._token_id(tokens[int(np.argmax(bad))])  # raises the error that names the token
+            return ids[position]
+        return np.array([self._token_id(t) for t in tokens], dtype=np.int64)
+
     def prob(self, token, context=()) -> float:
         """P(token | context); ``context`` is a sequence of tokens (only its last n-1 matter)."""
         self._check_fitted()
@@ -264,7 +310,7 @@ class NGramLM:
         tokens = list(tokens)
         if not tokens:
             raise ValueError("cannot score an empty sequence: give it at least one token")
-        ids = np.array([self._token_id(t) for t in tokens], dtype=np.int64)
+        ids = self._ids(tokens)
         if self.pad:
             ids = np.concatenate([np.full(self.n - 1, self.bos_id), ids, [self.token_to_id[EOS]]])
         # context_rows[m][t] = index in tables[m-1] of the (m-1)-gram ending at t-1 (-1: unseen).
