@@ -275,11 +275,11 @@ class GloVe(nn.Module):
 class GloVeHistory:
     """What training did, one entry per epoch: mean weighted squared error per nonzero, elapsed seconds."""
 
-    epoch: list[int] = field(default_factory=list)
+    epoch: list[float] = field(default_factory=list)  # epochs done; fractional if the time limit struck mid-epoch
     loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     nonzeros: int = 0
-    stopped_early: bool = False  # the time limit ended training before the last epoch
+    stopped_early: bool = False  # the time limit ended training before the planned epochs were done
 
 
 def _as_triples(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -321,8 +321,8 @@ def train_glove(
     ``batch_size`` pairs (all on ``device``: tensors, no Python loop per pair).
     ``optimizer="adagrad"`` follows the paper (which used lr 0.05 with one pair
     per update; with mini-batches of 16k pairs lr 0.3 worked best on Brown);
-    ``"adam"`` is the modern default (lr 0.02 on Brown). ``time_limit`` (seconds)
-    stops after the epoch that crosses it. ``lr_schedule="linear"`` lowers the
+    ``"adam"`` is the modern default (lr 0.02 on Brown). ``time_limit`` (seconds,
+    checked after every mini-batch) stops training, possibly mid-epoch. ``lr_schedule="linear"`` lowers the
     learning rate linearly to zero over the planned ``epochs``. ``history.loss`` is the mean of
     f(X_ij)(...)^2 over the nonzeros during each epoch (J divided by the number of nonzeros).
     ``callback(epoch, model, history)``, if given, runs after every epoch (e.g. to evaluate);
@@ -369,9 +369,11 @@ def train_glove(
     shuffle = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else generator
     history = GloVeHistory(nonzeros=len(counts))
     start = time.perf_counter()
+    out_of_time = False
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(counts), generator=shuffle, device=device)
         epoch_loss = torch.zeros((), device=device)
+        pairs_done = 0
         for begin in range(0, len(order), batch_size):
             batch = order[begin : begin + batch_size]
             i, j = i_all[batch], j_all[batch]
@@ -383,17 +385,22 @@ def train_glove(
             if scheduler is not None:
                 scheduler.step()
             epoch_loss += loss.detach()
+            pairs_done += len(batch)
+            if time_limit is not None and time.perf_counter() - start >= time_limit:
+                out_of_time = epoch < epochs or pairs_done < len(counts)
+                if out_of_time:
+                    break
         elapsed = time.perf_counter() - start
-        history.epoch.append(epoch)
-        history.loss.append(epoch_loss.item() / len(counts))
+        history.epoch.append(epoch - 1 + pairs_done / len(counts))  # fractional when stopped mid-epoch
+        history.loss.append(epoch_loss.item() / pairs_done)
         history.seconds.append(elapsed)
         if progress:
-            print(f"epoch {epoch:3d}  loss {history.loss[-1]:.4f}  {elapsed:6.1f} s")
+            print(f"epoch {history.epoch[-1]:6.2f}  loss {history.loss[-1]:.4f}  {elapsed:6.1f} s")
         if callback is not None:
             paused = time.perf_counter()
             callback(epoch, model, history)
             start += time.perf_counter() - paused
-        if time_limit is not None and elapsed >= time_limit and epoch < epochs:
+        if out_of_time:
             history.stopped_early = True
             break
     return model, history
