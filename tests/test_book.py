@@ -10,7 +10,9 @@ Two kinds of tests:
   the Jupyter widget manager) are served from the npm packages pinned in ``tests/browser/``; any
   other request that leaves the machine is blocked and fails the test.
 
-The built book and a screenshot of chapter 4 are left in ``_build/test-book`` (``LLMBOOK_TEST_BOOK_DIR``).
+The built book, its build log and a screenshot of chapter 4 are left in ``_build/test-book``
+(``LLMBOOK_TEST_BOOK_DIR``). ``LLMBOOK_TEST_REUSE_BUILD=1`` reuses the last successful build there
+(for work on the browser tests only).
 """
 
 from __future__ import annotations
@@ -146,6 +148,9 @@ def book_dir() -> Path:
 def built_book() -> Path:
     """Build the book at the smoke budget, warnings as errors; the HTML folder."""
     out = book_dir()
+    html = out / "_build" / "html"
+    if os.environ.get("LLMBOOK_TEST_REUSE_BUILD") == "1" and "build succeeded" in _read(out / "build.log"):
+        return html  # while working on the browser tests: reuse the last successful build
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
@@ -154,10 +159,10 @@ def built_book() -> Path:
         command += ["--toc", str(TOC)]
     env = {**os.environ, "LLMBOOK_BUDGET": "smoke", "LLMBOOK_STRICT_CHECKS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    with open(out / "build.log", "w", encoding="utf-8") as log_file:  # follow it with tail -f while it builds
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - started
-    log = result.stdout + result.stderr
-    (out / "build.log").write_text(log, encoding="utf-8")
+    log = _read(out / "build.log")
     problems = [line for line in log.splitlines() if re.search(r"WARNING|ERROR|Traceback|CellExecutionError", line)]
     problems = [line for line in problems if "Kernel is running over TCP without encryption" not in line]
     if result.returncode != 0:
@@ -169,7 +174,11 @@ def built_book() -> Path:
             + tail
         )
     print(f"book built in {seconds:.0f} s at the smoke budget")
-    return out / "_build" / "html"
+    return html
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
 
 
 @pytest.mark.book
