@@ -407,6 +407,9 @@ def test_page_loads_with_no_console_error_no_failed_request_and_nothing_from_the
     assert failed_diagrams == 0, f"{document}: {failed_diagrams} Mermaid diagram(s) failed to render"
     unrendered_math = page.locator("mjx-container merror").count()
     assert unrendered_math == 0, f"{document}: {unrendered_math} formula(s) MathJax could not typeset"
+    if (ROOT / f"{document}.ipynb").is_file():  # every chapter notebook opens in Colab from its page
+        colab = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/{document}.ipynb"
+        assert page.locator(f"a[href='{colab}']").count() >= 1, f"{document}: no Colab launch link to {colab}"
 
 
 @pytest.mark.book
