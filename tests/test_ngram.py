@@ -164,3 +164,9 @@ def test_chapter_scale_fit_is_fast():
         for smoothing in ("add-k", "kneser-ney"):
             top.derive(n, smoothing=smoothing, k=0.01).perplexity(text[-100_000:])
     assert time.perf_counter() - start < 60  # about 5 s on an idle 2-core machine
+
+
+def test_a_string_and_its_list_of_characters_score_the_same(shakespeare):
+    train, valid = shakespeare
+    lm = NGramLM(3, smoothing="kneser-ney").fit(train)
+    assert lm.perplexity(valid[:2000]) == pytest.approx(lm.perplexity(list(valid[:2000])), rel=1e-12)

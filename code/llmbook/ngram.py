@@ -307,8 +307,9 @@ class NGramLM:
     def log_probs(self, tokens: Sequence[Any]) -> np.ndarray:
         """ln P(w_t | history) for every token of ``tokens`` (and ``</s>`` at the end when padding)."""
         self._check_fitted()
-        tokens = list(tokens)
-        if not tokens:
+        if not isinstance(tokens, str):
+            tokens = list(tokens)
+        if len(tokens) == 0:
             raise ValueError("cannot score an empty sequence: give it at least one token")
         ids = self._ids(tokens)
         if self.pad:
