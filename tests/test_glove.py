@@ -10,6 +10,15 @@ import torch
 from llmbook import glove
 from llmbook.exercises import all_exercises, run
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Training takes many tiny tensor operations; on a shared CPU (tests run in parallel) one thread is far faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # --------------------------------------------------------------------------- vocabulary and counting
 
 
