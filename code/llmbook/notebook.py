@@ -24,18 +24,18 @@ def show_source(obj: Any):
     return Code(inspect.cleandoc("\n" + source) if source.startswith((" ", "\t")) else source, language="python")
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """Make ``value`` available to the prose as ``{glue:}`name``` in the HTML book.
 
-    Outside the book build (Colab, JupyterLab) myst-nb may be missing; then this
-    does nothing but return ``value``.
+    Returns nothing, so a ``glue(...)`` on a cell's last line adds no stray
+    number to the page. Outside the book build (Colab, JupyterLab) myst-nb may
+    be missing; then this does nothing.
     """
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
-        return value
+        return
     myst_glue(name, _as_python_scalar(value), display=display)
-    return value
 
 
 def _as_python_scalar(value: Any) -> Any:
