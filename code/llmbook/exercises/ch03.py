@@ -50,51 +50,33 @@ def check_weighting(weighting):
 # --------------------------------------------------------------------------- 2. counting with 1/distance
 
 
+def _window_counts(tokens, window, *, weight=lambda distance: 1.0 / distance, both_sides=True, reach=0):
+    """Co-occurrence counts of ``tokens``; the keywords build the plausible wrong answers below."""
+    counts: dict[tuple[str, str], float] = {}
+    for position, word in enumerate(tokens):
+        for distance in range(1, window + 1 + reach):
+            if position - distance < 0:
+                break
+            context = tokens[position - distance]
+            for pair in ((word, context), (context, word)) if both_sides else ((word, context),):
+                counts[pair] = counts.get(pair, 0.0) + weight(distance)
+    return counts
+
+
 def _reference_window_counts(tokens, window):
-    counts: dict[tuple[str, str], float] = {}
-    for position, word in enumerate(tokens):
-        for distance in range(1, window + 1):
-            if position - distance < 0:
-                break
-            context = tokens[position - distance]
-            for pair in ((word, context), (context, word)):
-                counts[pair] = counts.get(pair, 0.0) + 1.0 / distance
-    return counts
+    return _window_counts(tokens, window)
 
 
-def _wrong_counts_uniform(tokens, window):
-    counts: dict[tuple[str, str], float] = {}
-    for position, word in enumerate(tokens):
-        for distance in range(1, window + 1):
-            if position - distance < 0:
-                break
-            context = tokens[position - distance]
-            for pair in ((word, context), (context, word)):
-                counts[pair] = counts.get(pair, 0.0) + 1.0
-    return counts
+def _wrong_counts_uniform(tokens, window):  # every neighbour counts 1, whatever its distance
+    return _window_counts(tokens, window, weight=lambda distance: 1.0)
 
 
-def _wrong_counts_left_only(tokens, window):
-    counts: dict[tuple[str, str], float] = {}
-    for position, word in enumerate(tokens):
-        for distance in range(1, window + 1):
-            if position - distance < 0:
-                break
-            pair = (word, tokens[position - distance])
-            counts[pair] = counts.get(pair, 0.0) + 1.0 / distance
-    return counts
+def _wrong_counts_left_only(tokens, window):  # (word, context) counted, (context, word) forgotten
+    return _window_counts(tokens, window, both_sides=False)
 
 
-def _wrong_counts_off_by_one(tokens, window):
-    counts: dict[tuple[str, str], float] = {}
-    for position, word in enumerate(tokens):
-        for distance in range(1, window):  # one word short of the window
-            if position - distance < 0:
-                break
-            context = tokens[position - distance]
-            for pair in ((word, context), (context, word)):
-                counts[pair] = counts.get(pair, 0.0) + 1.0 / distance
-    return counts
+def _wrong_counts_off_by_one(tokens, window):  # one word short of the window
+    return _window_counts(tokens, window, reach=-1)
 
 
 @exercise(
