@@ -18,7 +18,7 @@ import pytest
 
 from llmbook.exercises import CheckFailed, Result, all_exercises, check, exercise, expect, get, run
 from llmbook.exercises.core import _REGISTRY, chapter_modules, load_checks_file
-from llmbook.exercises.notebooks import (
+from llmbook.instructor.notebooks import (
     NotebookError,
     check_ids,
     exercise_cells,
@@ -302,7 +302,7 @@ def test_cli_writes_the_student_edition_and_refuses_to_overwrite_the_book(tmp_pa
     written = write_student_edition(book, tmp_path / "out")
     assert [p.name for p in written] == ["99_fixture.ipynb"]
     assert "raise NotImplementedError()" in (tmp_path / "out" / "99_fixture.ipynb").read_text()
-    command = [sys.executable, "-m", "llmbook.exercises", "student-edition", str(book), str(book)]
+    command = [sys.executable, "-m", "llmbook.instructor", "student-edition", str(book), str(book)]
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode == 2 and "must differ" in refused.stderr
     assert "result = x * x" in (book / "99_fixture.ipynb").read_text()
@@ -316,7 +316,7 @@ def _build_fixture_book(tmp_path: Path, hide: str) -> tuple[str, str]:
     (book / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
     (book / "_config.yml").write_text(
         "title: Fixture\nexecute:\n  execute_notebooks: 'off'\nsphinx:\n  extra_extensions:\n"
-        "    - sphinx_exercise\n    - llmbook.exercises.sphinx_solutions\n"
+        f"    - sphinx_exercise\n  local_extensions:\n    sphinx_solutions: {ROOT / '_ext'}\n"
     )
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     env = {**os.environ, "LLMBOOK_HIDE_SOLUTIONS": hide}

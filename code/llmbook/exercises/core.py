@@ -144,9 +144,18 @@ def load_checks_file(path: str | Path) -> list[str]:
 _MISSING = object()
 
 
-def _crash_message(error: BaseException) -> str:
+def _where(error: BaseException) -> tuple[int | None, str]:
+    """Line number and text where ``error`` was raised (``student_line`` when it was raised in another process)."""
+    if getattr(error, "student_line", None) is not None:
+        return error.student_line
     last = traceback.extract_tb(error.__traceback__)[-1]
-    return f"your code raised {type(error).__name__}: {error} (line {last.lineno}: {last.line!s})"
+    return last.lineno, last.line or ""
+
+
+def _crash_message(error: BaseException) -> str:
+    lineno, line = _where(error)
+    name = getattr(error, "student_type", type(error).__name__)
+    return f"your code raised {name}: {error} (line {lineno}: {line!s})"
 
 
 def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None) -> Result:
@@ -170,7 +179,7 @@ def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None)
     except CheckFailed as failure:
         return Result(ex.id, False, str(failure), time.perf_counter() - start)
     except NotImplementedError as error:
-        line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
+        line = _where(error)[1].strip()
         if line in {"raise NotImplementedError()", "raise NotImplementedError"} or (not line and not str(error)):  # the stub
             return Result(
                 ex.id,
