@@ -14,8 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from llmbook import attention, glove
 from llmbook.exercises import CheckFailed, Result, all_exercises, check, exercise, expect, get, run
 from llmbook.exercises.core import _REGISTRY, chapter_modules, load_checks_file
 from llmbook.instructor.notebooks import (
@@ -162,6 +165,104 @@ def test_student_edition_stub_fails_its_check_with_the_stub_message(item):
     result = run(cells.exercise_id, namespace=_exec_cell(stub, f"{cells.exercise_id} stub"))
     assert not result.passed and result.unanswered, f"{cells.exercise_id}: the stub gives {result.message!r}"
     assert "NotImplementedError" in result.message
+
+
+# --- chapters 3 and 4: the checks reject the plausible mistakes and accept the library's answer ----
+# The wrong answers are written here, apart from the checks' own `wrong=[...]` lists, and each must be
+# rejected with a message that points at its mistake.
+
+
+def _nonzero_loss(W, W_tilde, b, b_tilde, X, weight):
+    X = torch.as_tensor(X, dtype=torch.float64)
+    i, j = torch.nonzero(X, as_tuple=True)
+    x = X[i, j]
+    prediction = (W[i].double() * W_tilde[j].double()).sum(-1) + b[i].double() + b_tilde[j].double()
+    return weight(x) * (prediction - torch.log(x)) ** 2
+
+
+def _counts(tokens, window, **options):
+    words = list(dict.fromkeys(tokens))
+    X = glove.cooccurrence(list(tokens), glove.Vocab(words, [1] * len(words)), window=window, **options).tocoo()
+    return {(words[i], words[j]): float(v) for i, j, v in zip(X.row, X.col, X.data)}
+
+
+def _dot_product_analogy(vectors, words, a, b, c):  # forgets to normalise: long vectors win
+    index = {w: k for k, w in enumerate(words)}
+    scores = vectors @ (vectors[index[b]] - vectors[index[a]] + vectors[index[c]])
+    scores[[index[a], index[b], index[c]]] = -np.inf
+    return words[int(np.argmax(scores))]
+
+
+def _analogy_keeping_the_question(vectors, words, a, b, c):
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = {w: k for k, w in enumerate(words)}
+    return words[int(np.argmax(unit @ (unit[index[b]] - unit[index[a]] + unit[index[c]])))]
+
+
+MISTAKES = [
+    ("ch03.weighting", "no cap at 1", lambda x, x_max, alpha: (np.asarray(x) / x_max) ** alpha, "min(1, (x / x_max) ** alpha)"),
+    ("ch03.weighting", "alpha ignored", lambda x, x_max, alpha: np.minimum(1, np.asarray(x) / x_max), "alpha = 0.75 you return"),
+    ("ch03.weighting", "one weight for all", lambda x, x_max, alpha: 1.0, "one weight per count"),
+    ("ch03.window_counts", "uniform weights", lambda t, w: _counts(t, w, weighting="uniform"), "add 1/d"),
+    ("ch03.window_counts", "left context only", lambda t, w: _counts(t, w, symmetric=False), "lack the pairs"),
+    ("ch03.window_counts", "window one too wide", lambda t, w: _counts(t, w + 1), "should not be there"),
+    ("ch03.window_counts", "a list of pairs", lambda t, w: list(_counts(t, w).items()), "should return a dict"),
+    ("ch03.glove_loss", "unweighted", lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: 1).sum(), "expected"),
+    (
+        "ch03.glove_loss",
+        "mean instead of sum",
+        lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, a)).mean(),
+        "J = sum over nonzero X_ij",
+    ),
+    (
+        "ch03.glove_loss",
+        "zeros of X kept",
+        lambda W, Wt, b, bt, X, x_max, a: ((W @ Wt.T + b[:, None] + bt[None, :] - torch.log(X)) ** 2).sum(),
+        "skip the zero entries",
+    ),
+    ("ch03.glove_loss", "returns nothing", lambda *args: None, "returned None"),
+    ("ch03.solve_analogy", "a, b or c answered", _analogy_keeping_the_question, "exclude a, b and c"),
+    ("ch03.solve_analogy", "dot product, not cosine", _dot_product_analogy, "cosine"),
+    ("ch04.causal_mask", "the future, not the past", lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "key j <= i"),
+    ("ch04.causal_mask", "diagonal blocked", lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "including the diagonal"),
+    ("ch04.causal_mask", "float mask", lambda T: torch.ones(T, T).tril(), "return a bool tensor"),
+    ("ch04.causal_mask", "PyTorch's True = blocked", lambda T: ~attention.causal_mask(T), "True where key j <= i"),
+    ("ch04.causal_mask", "a list", lambda T: attention.causal_mask(T).tolist(), "return a torch.Tensor"),
+    ("ch04.split_heads", "no transpose", lambda x, h: x.view(x.shape[0], x.shape[1], h, -1), "expected (B, H, T, E/H)"),
+    ("ch04.split_heads", "reshape straight to (B, H, T, E/H)", lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1), "wrong numbers"),
+    ("ch04.split_heads", "heads interleaved", lambda x, h: x.view(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2), "wrong numbers"),
+]
+
+
+@pytest.mark.parametrize("exercise_id, mistake, answer, hint", MISTAKES, ids=[f"{m[0]}-{m[1]}" for m in MISTAKES])
+def test_chapter_3_and_4_checks_reject_each_plausible_mistake_with_a_hint(exercise_id, mistake, answer, hint):
+    result = run(exercise_id, answer)
+    assert not result.passed, f"{exercise_id} accepts a wrong answer ({mistake})"
+    assert not result.unanswered and hint in result.message, f"{exercise_id}, {mistake}: {result.message!r}"
+
+
+LIBRARY_ANSWERS = {
+    "ch03.weighting": lambda x, x_max, alpha: glove.glove_weight(torch.as_tensor(x), x_max, alpha).numpy(),
+    "ch03.window_counts": lambda tokens, window: _counts(tokens, window),
+    "ch03.glove_loss": lambda W, Wt, b, bt, X, x_max, alpha: _nonzero_loss(W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, alpha)).sum(),
+    "ch03.solve_analogy": lambda vectors, words, a, b, c: glove.analogy(vectors, glove.Vocab(list(words), [1] * len(words)), a, b, c),
+    "ch04.causal_mask": lambda T: attention.causal_mask(T),
+    "ch04.split_heads": lambda x, h: attention.MultiHeadAttention(x.shape[-1], h).split_heads(x),
+}
+
+
+@pytest.mark.parametrize("exercise_id", sorted(LIBRARY_ANSWERS))
+def test_chapter_3_and_4_checks_accept_the_librarys_answer(exercise_id):
+    result = run(exercise_id, LIBRARY_ANSWERS[exercise_id])
+    assert result.passed, f"{exercise_id} rejects the library's own answer: {result.message}"
+
+
+def test_chapter_3_and_4_checks_use_the_library_as_their_reference(monkeypatch):
+    """Break the library function a check relies on: the check must now reject the right answer."""
+    monkeypatch.setattr("llmbook.exercises.ch04.causal_mask", lambda T: torch.ones(T, T, dtype=torch.bool))
+    assert not run("ch04.causal_mask", lambda T: torch.ones(T, T, dtype=torch.bool).tril()).passed
+    monkeypatch.setattr("llmbook.exercises.ch03.glove_weight", lambda x, x_max, alpha: torch.ones_like(x))
+    assert not run("ch03.weighting", LIBRARY_ANSWERS["ch03.weighting"]).passed
 
 
 # --- the machinery --------------------------------------------------------------------------------
