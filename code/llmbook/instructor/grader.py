@@ -330,14 +330,12 @@ class _RemoteFunction:
 
 def _update_in_place(original: Any, after: Any) -> None:
     """Copy what the student's function did to an argument in place (e.g. clipping gradients) back into the check's copy."""
-    import numpy as np
-    import torch
-
-    if isinstance(original, torch.Tensor) and isinstance(after, torch.Tensor):
+    torch, np = sys.modules.get("torch"), sys.modules.get("numpy")  # none of its values can exist unless imported
+    if torch is not None and isinstance(original, torch.Tensor) and isinstance(after, torch.Tensor):
         if original.shape == after.shape and original.dtype == after.dtype:
             with torch.no_grad():
                 original.copy_(after)
-    elif isinstance(original, np.ndarray) and isinstance(after, np.ndarray):
+    elif np is not None and isinstance(original, np.ndarray) and isinstance(after, np.ndarray):
         if original.shape == after.shape and original.flags.writeable:
             original[...] = after
     elif isinstance(original, list) and isinstance(after, list):
