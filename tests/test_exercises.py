@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -440,3 +441,65 @@ def test_html_shows_solutions_in_a_dropdown_or_removes_them_entirely(tmp_path):
     assert '<span class="n">result</span>' not in hidden and "BEGIN SOLUTION" not in hidden
     assert "check" in hidden, "the check cells stay"
     assert "result = x * x" not in hidden_source and "raise NotImplementedError()" in hidden_source
+
+
+# --- the instructor's tools are a separate package ----------------------------------------------------
+
+
+def test_chapter_checks_and_library_modules_never_import_the_instructor_tools():
+    import ast
+
+    def imports_instructor(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(a.name.startswith("llmbook.instructor") for a in node.names):
+                return True
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if (node.level == 0 and module.startswith("llmbook.instructor")) or (node.level > 0 and module.startswith("instructor")):
+                    return True
+                if module == "llmbook" and any(a.name == "instructor" for a in node.names):
+                    return True
+        return False
+
+    library = ROOT / "code" / "llmbook"
+    offenders = [
+        str(path.relative_to(library))
+        for path in sorted(library.rglob("*.py"))
+        if "instructor" not in path.relative_to(library).parts and imports_instructor(path)
+    ]
+    assert not offenders, f"modules outside llmbook.instructor import it: {offenders}"
+    probe = (
+        "import sys, llmbook.exercises as e; e.all_exercises(); e.run('ch04.causal_mask', lambda T: None); "
+        "print(sorted(m for m in sys.modules if m.startswith('llmbook.instructor') or m in ('IPython', 'sphinx')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "code")})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip() == "[]", f"importing every chapter's checks loaded {loaded.stdout.strip()}"
+
+
+def test_the_instructor_extra_declares_every_package_the_instructor_tools_import():
+    import ast
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["instructor"]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in declared}
+    module_of = {"ipython": "IPython"}  # distribution name -> import name where they differ
+    provided = {module_of.get(name, name) for name in names}
+    imported = set()
+    for path in (ROOT / "code" / "llmbook" / "instructor").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"llmbook", "__future__"}
+    assert third_party and third_party <= provided, f"imported but not declared in pyproject.toml: {sorted(third_party - provided)}"
+
+
+def test_instructor_cli_help_and_the_old_command_points_to_it():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "code")}
+    shown = subprocess.run([sys.executable, "-m", "llmbook.instructor", "--help"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and all(c in shown.stdout for c in ("student-edition", "grade", "list"))
+    moved = subprocess.run([sys.executable, "-m", "llmbook.exercises", "grade", "subs/"], capture_output=True, text=True, env=env)
+    assert moved.returncode == 2 and "python -m llmbook.instructor grade subs/" in moved.stderr
