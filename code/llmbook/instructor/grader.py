@@ -429,8 +429,8 @@ def _run_submission(submission: Submission, notebook: dict, settings: dict) -> d
             return {"status": "timeout", "detail": f"timed out after {settings['timeout']:g} s{where}"}
         except sandbox.StudentCrashed as error:
             box.close()
-            where = f" while running cell {running}" if running is not None else ""
-            return {"status": "dead", "detail": f"the notebook's process ended{where}: {error} (last output: {box.output.last_line()})"}
+            where = f" while running cell {running}" if running is not None else " before running any cell"
+            return {"status": "dead", "detail": f"{error}{where} (its last output: {box.output.last_line()})"}
         namespace = _RemoteNamespace(box)
         for exercise_id in submission.exercise_ids:
             box.timed_out, box.deadline = False, time.monotonic() + settings["check_timeout"]

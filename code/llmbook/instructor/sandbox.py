@@ -276,8 +276,11 @@ def _last_frame(error: BaseException) -> tuple[int | None, str]:
 
 def _serve(request_fd: int, answer_fd: int) -> None:
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
 
-    shell = InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database in the submission's folder
+    shell = InteractiveShell.instance(config=config)
     handles: dict[int, Any] = {}
 
     def answer(message: Any) -> None:
