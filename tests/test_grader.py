@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import os
 import signal
 import time
@@ -329,3 +330,75 @@ def test_the_hostile_batch_completes_in_modest_time(hostile_grades):
     students = {student for student, _ in hostile_grades["rows"]}
     assert len(students) == 21 and (hostile_grades["root"] / "grades.csv").exists()
     assert hostile_grades["elapsed"] < 120, f"grading the hostile class took {hostile_grades['elapsed']:.0f} s"
+
+
+# --- the data channel: what the student's process sends is rebuilt as plain data only -----------------
+
+
+def test_answers_travel_as_plain_data_and_come_back_equal():
+    import collections
+
+    import numpy as np
+    import torch
+
+    from llmbook.instructor import sandbox
+
+    Point = collections.namedtuple("Point", "x y")
+    value = {
+        "tensor": torch.randn(2, 3, requires_grad=True),
+        "bf16": torch.ones(3, dtype=torch.bfloat16),
+        "mask": torch.ones(2, 2, dtype=torch.bool).tril(),
+        "empty": torch.empty(0, 4),
+        "array": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "words": np.array(["a", "bc"]),
+        "scalar": np.float64(0.25),
+        (1, "pair"): [1, 2.5, None, True, "x", b"\x00\xff", 1 + 2j, float("nan"), float("-inf")],
+        "set": {1, 2},
+        "size": torch.Size([2, 3]),
+        "dtype": torch.float16,
+        "namedtuple": Point(1, 2),
+        "str subclass": type("Shouty", (str,), {"__eq__": lambda self, other: True})("no"),
+    }
+    back = sandbox.decode(sandbox.load_answer(sandbox.dump_answer(sandbox.encode(value))))
+    assert torch.equal(back["tensor"], value["tensor"].detach()) and back["tensor"].requires_grad
+    assert back["bf16"].dtype == torch.bfloat16 and torch.equal(back["mask"], value["mask"]) and back["empty"].shape == (0, 4)
+    assert back["array"].dtype == np.int32 and (back["array"] == value["array"]).all() and list(back["words"]) == ["a", "bc"]
+    assert type(back["scalar"]) is np.float64 and back["scalar"] == 0.25
+    items = back[(1, "pair")]
+    assert items[:7] == [1, 2.5, None, True, "x", b"\x00\xff", 1 + 2j] and math.isnan(items[7]) and items[8] == float("-inf")
+    assert back["set"] == {1, 2} and back["size"] == torch.Size([2, 3]) and back["dtype"] is torch.float16
+    assert back["namedtuple"] == (1, 2) and type(back["namedtuple"]) is tuple
+    assert type(back["str subclass"]) is str and back["str subclass"] != "yes", "a str subclass arrives as a plain str"
+
+
+def test_anything_else_arrives_as_a_stand_in_and_unknown_data_is_refused():
+    from llmbook.instructor import sandbox
+
+    class Anything:
+        def __eq__(self, other):
+            return True
+
+        def __repr__(self):
+            return "<Anything>"
+
+    back = sandbox.decode(sandbox.load_answer(sandbox.dump_answer(sandbox.encode([Anything(), len]))))
+    assert isinstance(back[0], sandbox.Untransferable) and back[0] != 1 and repr(back[0]) == "<Anything>"
+    for forged in (
+        {"__llmbook__": "ndarray", "dtype": "|O", "shape": [1], "data": ""},  # object arrays would unpickle
+        {"__llmbook__": "tensor", "dtype": "object", "shape": [1], "data": ""},
+        {"__llmbook__": "pickle", "data": "gASV"},
+    ):
+        with pytest.raises(sandbox.StudentCrashed):
+            sandbox.decode(forged)
+    with pytest.raises(sandbox.StudentCrashed, match="not an answer"):
+        sandbox.load_answer(b"\x80\x04\x95 a pickle")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_get_an_apostrophe(tmp_path):
+    from llmbook.instructor.grader import Row, write_csv
+
+    write_csv([Row("=1+1", "+x.ipynb", "ch99.square", 0, "-1 is not 9", 0.0), Row("@a", "b", "c", 1, "\tok", 1.5)], tmp_path / "g.csv")
+    with (tmp_path / "g.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["'=1+1", "'+x.ipynb", "ch99.square", "0", "'-1 is not 9", "0.0"]
+    assert rows[2] == ["'@a", "b", "c", "1", "'\tok", "1.5"]

@@ -310,7 +310,11 @@ def _serve(request_fd: int, answer_fd: int) -> None:
                 handles[len(handles)] = shell.user_ns[name]
                 answer(["callable", len(handles) - 1])
             else:
-                answer(["value", encode(shell.user_ns[name])])
+                try:
+                    value = encode(shell.user_ns[name])
+                except Exception:  # noqa: BLE001 - an object that lies about its type: it arrives as its repr
+                    value = _untransferable(shell.user_ns[name])
+                answer(["value", value])
         elif kind == "call":
             _, handle, args, kwargs = request
             signal.signal(signal.SIGINT, signal.default_int_handler)  # the grader interrupts a call that runs too long
