@@ -46,7 +46,7 @@ from typing import Any
 from llmbook.exercises import core
 
 from . import sandbox
-from .notebooks import NotebookError, check_cell_sources, check_ids, exercise_id_for_label, exercise_labels, read_notebook
+from .notebooks import NotebookError, _source, check_cell_sources, check_ids, exercise_id_for_label, exercise_labels, read_notebook
 
 __all__ = ["COLUMNS", "Row", "Submission", "find_submissions", "grade", "write_csv"]
 
@@ -411,7 +411,7 @@ def _run_submission(submission: Submission, notebook: dict, settings: dict) -> d
         box = _Sandbox(folder, _sandbox_environment(folder, settings["budget"]))
         try:
             box.start(time.monotonic() + 60)
-            cells = [(index, cell_source(cell)) for index, cell in enumerate(notebook["cells"]) if cell.get("cell_type") == "code"]
+            cells = [(index, _source(cell)) for index, cell in enumerate(notebook["cells"]) if cell.get("cell_type") == "code"]
             deadline = time.monotonic() + settings["timeout"]
             box.send(("cells", cells), deadline)
             running = None
@@ -452,11 +452,6 @@ def _run_submission(submission: Submission, notebook: dict, settings: dict) -> d
         return {"status": "error", "detail": f"the grader failed on this notebook: {type(error).__name__}: {error}", "results": results}
     finally:
         _remove(folder)
-
-
-def cell_source(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
 
 
 def _rows_for(submission: Submission, notebook: dict | None, outcome: dict, settings: dict) -> list[Row]:
