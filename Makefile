@@ -78,7 +78,7 @@ book-student: $(STAMP)
 	@echo "Open _build/student/_build/html/index.html (no solutions)."
 
 student-edition: $(STAMP)
-	$(PY) -m llmbook.exercises student-edition book student-edition
+	$(PY) -m llmbook.instructor student-edition book student-edition
 
 lab: $(STAMP)
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q jupyterlab
