@@ -324,6 +324,7 @@ def test_spearman_is_the_rank_correlation_including_ties():
     assert glove.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="same length"):
         glove.spearman([1, 2, 3], [1, 2])
+    assert math.isnan(glove.spearman([0.5, 0.5, 0.5], [1, 2, 3]))  # a constant list has no ranking
 
 
 def test_similarity_eval_matches_scipy_spearmanr_and_reports_coverage(tmp_path):

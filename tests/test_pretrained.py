@@ -65,6 +65,9 @@ def test_char_gpt_sizes_are_chapter_6s_table():
     for budget in runtime.BUDGETS:
         ours = pretrained.sizes("char-gpt-shakespeare", budget)
         assert ours == {key: table[budget][key] for key in ours}, budget
+    mine = pretrained.sizes("char-gpt-shakespeare", "smoke")
+    mine["gpt"]["n_embd"] = 1  # a chapter editing its copy leaves the library's table (and the cache keys) alone
+    assert pretrained.SIZES["char-gpt-shakespeare"]["smoke"]["gpt"]["n_embd"] == 32
 
 
 def test_the_key_changes_with_the_budget_the_sizes_the_data_and_the_code(monkeypatch):

@@ -569,11 +569,14 @@ def analogy_eval(
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (ties get their average rank): ``scipy.stats.spearmanr(x, y)``'s statistic.
 
-    A thin wrapper that checks its input, so that a mismatch is an error rather than a silent NaN.
+    A thin wrapper that checks its input, so that a mismatch is an error rather than a silent NaN. When
+    either sequence is constant there is no ranking to correlate: NaN, without SciPy's warning.
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
         raise ValueError(f"spearman needs two 1-D sequences of the same length >= 2, got shapes {x.shape}, {y.shape}")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
     return float(scipy.stats.spearmanr(x, y).statistic)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import importlib.util
@@ -223,7 +224,7 @@ def _recipe(name: str) -> _Recipe:
 def sizes(name: str, budget: str | None = None) -> dict[str, Any]:
     """The sizes recipe ``name`` uses at ``budget`` (default: the current one), e.g. for a chapter's own run."""
     _recipe(name)
-    return dict(runtime.pick(SIZES[name], budget))
+    return copy.deepcopy(runtime.pick(SIZES[name], _budget(budget)))  # a copy: editing it leaves the table alone
 
 
 # --------------------------------------------------------------------------- keys and the cache
