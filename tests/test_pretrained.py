@@ -139,7 +139,9 @@ def test_glove_brown_miss_trains_and_writes_then_a_hit_loads_the_same_weights_wi
     assert third.trained and pretrained.TRAININGS["glove-brown"] == trainings + 2 and _entries(cache) == [first.key]
 
 
-@pytest.mark.parametrize("damage", ["flip a byte of the weights", "truncate the weights", "cut meta.json short"])
+@pytest.mark.parametrize(
+    "damage", ["flip a byte of the weights", "truncate the weights", "cut meta.json short", "drop a field of meta.json"]
+)
 def test_a_damaged_entry_is_detected_and_trained_again(cache, capsys, damage):
     first = pretrained.pretrained("char-gpt-shakespeare")
     weights, meta = first.path / "weights.safetensors", first.path / "meta.json"
@@ -149,8 +151,12 @@ def test_a_damaged_entry_is_detected_and_trained_again(cache, capsys, damage):
         weights.write_bytes(bytes(content))
     elif damage == "truncate the weights":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    else:
+    elif damage == "cut meta.json short":
         meta.write_text(meta.read_text()[:100])
+    else:
+        content = json.loads(meta.read_text())
+        del content["summary"]
+        meta.write_text(json.dumps(content))
     capsys.readouterr()
     trainings = pretrained.TRAININGS["char-gpt-shakespeare"]
     again = pretrained.pretrained("char-gpt-shakespeare")

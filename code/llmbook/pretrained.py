@@ -331,17 +331,20 @@ def _read_entry(path: Path, name: str, key: str) -> tuple[dict[str, Any], Path]:
 def _load(name: str, budget: str, path: Path, meta: dict[str, Any], weights: Path, trained: bool) -> Pretrained:
     from safetensors.torch import load_model
 
-    model, fields = _recipe(name).load(meta["extra"])
+    try:
+        model, fields = _recipe(name).load(meta["extra"])
+        summary = meta["summary"]
+        result = TrainResult(history=meta["history"], best_val_loss=summary["best_val_loss"],
+                             elapsed_seconds=summary["elapsed_seconds"], steps=summary["steps"],
+                             stopped=summary["stopped"], message=summary["message"])  # fmt: skip
+    except (KeyError, TypeError, ValueError) as error:  # meta.json lacks a field or holds a wrong one
+        raise _Damaged(f"meta.json is incomplete ({type(error).__name__}: {error})") from None
     try:
         load_model(model, str(weights), strict=True)
     except Exception as error:  # a file whose bytes match but does not fit the model: treat as damaged
         raise _Damaged(f"the weights do not load into the model ({error})") from None
     model.to(runtime.get_device())
     model.eval()
-    summary = meta["summary"]
-    result = TrainResult(history=meta["history"], best_val_loss=summary["best_val_loss"],
-                         elapsed_seconds=summary["elapsed_seconds"], steps=summary["steps"],
-                         stopped=summary["stopped"], message=summary["message"])  # fmt: skip
     return Pretrained(name=name, budget=budget, key=meta["key"], path=path, model=model, result=result,
                       sizes=meta["sizes"], metrics=meta["metrics"], trained=trained, **fields(model))  # fmt: skip
 
