@@ -160,7 +160,7 @@ CASES = [
     ("lstm-target-past-vocab", lambda: lstm_lm()(IDS, torch.tensor([[1, 20, 2]])), ValueError, "20"),
     ("lstm-state-wrong-layers", lambda: lstm_lm()(IDS, state=(torch.zeros(2, 1, 6), torch.zeros(2, 1, 6))), ValueError, "(2, 1, 6)"),
     ("lstm-state-not-pair", lambda: lstm_lm()(IDS, state=torch.zeros(1, 1, 6)), TypeError, "Tensor"),
-    ("lstm-from-ints", lambda: R.LSTMLanguageModel(11, 4, 6), TypeError, "int"),
+    ("lstm-from-ints", lambda: R.LSTMLanguageModel(11, 4, 6), TypeError, "(11, 4, 6)"),
     ("lstm-hidden-for-too-few", lambda: R.hidden_dim_for_params(10, 11, 4, 1), ValueError, "10"),
     ("classifier-one-class", lambda: lstm_classifier(num_classes=1), ValueError, "got 1"),
     ("classifier-pad-outside", lambda: lstm_classifier(pad_id=11), ValueError, "11"),

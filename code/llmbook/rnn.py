@@ -77,10 +77,11 @@ class LSTMClassifierConfig:
             raise TypeError(f"bidirectional must be True or False, got {self.bidirectional!r}")
 
 
-def _check_config(config, expected: type, model: str) -> None:
-    if not isinstance(config, expected):
+def _check_config(config, expected: type, model: str, extra: tuple = (), options: dict | None = None) -> None:
+    if not isinstance(config, expected) or extra or options:
+        given = ", ".join([repr(config), *map(repr, extra), *(f"{k}={v!r}" for k, v in (options or {}).items())])
         raise TypeError(
-            f"{model} is built from an {expected.__name__}, got {type(config).__name__} {config!r}; "
+            f"{model} is built from one {expected.__name__}, got ({given}); "
             f"use {model}({expected.__name__}(vocab_size=..., n_embd=..., hidden_dim=...))"
         )
 
@@ -136,9 +137,9 @@ class LSTMLanguageModel(nn.Module):
     long text chunk by chunk).
     """
 
-    def __init__(self, config: LSTMConfig):
+    def __init__(self, config: LSTMConfig, *extra, **options):
         super().__init__()
-        _check_config(config, LSTMConfig, "LSTMLanguageModel")
+        _check_config(config, LSTMConfig, "LSTMLanguageModel", extra, options)  # e.g. the old (vocab_size, embed_dim, ...)
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)
@@ -219,9 +220,9 @@ class LSTMClassifier(nn.Module):
     returns ``(logits (B, num_classes), loss)``.
     """
 
-    def __init__(self, config: LSTMClassifierConfig):
+    def __init__(self, config: LSTMClassifierConfig, *extra, **options):
         super().__init__()
-        _check_config(config, LSTMClassifierConfig, "LSTMClassifier")
+        _check_config(config, LSTMClassifierConfig, "LSTMClassifier", extra, options)
         self.config = config
         self.pad_id = config.pad_id
         self.num_classes = config.num_classes
