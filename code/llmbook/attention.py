@@ -176,12 +176,18 @@ class MultiHeadAttention(nn.Module):
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> (B, H, T, E/H): each head sees its own slice of the features."""
+        _check_float_tensor(x, "x")
+        if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(f"split_heads expects (B, T, E) with E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}")
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, head_dim)
 
     @staticmethod
     def merge_heads(x: torch.Tensor) -> torch.Tensor:
         """(B, H, T, E/H) -> (B, T, E): the heads' outputs side by side again."""
+        _check_float_tensor(x, "x")
+        if x.dim() != 4:
+            raise ValueError(f"merge_heads expects (B, H, T, E/H), got shape {tuple(x.shape)}")
         B, H, T, head_dim = x.shape
         return x.transpose(1, 2).reshape(B, T, H * head_dim)  # (B, T, E)
 
@@ -260,6 +266,8 @@ class MultiHeadAttention(nn.Module):
     @torch.no_grad()
     def load_from_torch(self, module: nn.MultiheadAttention) -> "MultiHeadAttention":
         """Copy the weights of a :class:`torch.nn.MultiheadAttention` of the same size (for checks)."""
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"load_from_torch copies from a torch.nn.MultiheadAttention, got {type(module).__name__}")
         if module.embed_dim != self.embed_dim or module.num_heads != self.num_heads:
             raise ValueError(
                 f"sizes differ: ours embed_dim={self.embed_dim}, num_heads={self.num_heads}; "

@@ -82,6 +82,15 @@ def _check_model_config(config, expected: type) -> None:
         )
 
 
+def _check_hidden(x, n_embd: int) -> None:
+    """Hidden states: a float tensor (..., n_embd)."""
+    if not torch.is_tensor(x) or not x.dtype.is_floating_point:
+        what = f"dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+        raise TypeError(f"x must be a float tensor of vectors (B, T, n_embd), got {what}; embed token ids first")
+    if x.dim() < 1 or x.shape[-1] != n_embd:
+        raise ValueError(f"x must have shape (B, T, n_embd) with n_embd = {n_embd}, got {tuple(x.shape)}")
+
+
 def _mask_as_bool(attention_mask, idx: torch.Tensor) -> torch.Tensor:
     """The (B, T) key mask as bool: True/1 = real token, False/0 = padding; other forms refused."""
     if not torch.is_tensor(attention_mask):
@@ -130,6 +139,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_hidden(x, self.fc.in_features)
         return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, d) -> (B, T, 4d) -> (B, T, d)
 
 
@@ -156,6 +166,7 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        _check_hidden(x, self.ln_1.normalized_shape[0])
         if self.norm_first:  # pre-LN: the residual stream x itself is never normalised
             attended, weights = self.attn(self.ln_1(x), mask=mask, is_causal=is_causal, need_weights=need_weights)
             x = x + self.attn_dropout(attended)  # (B, T, d)

@@ -48,6 +48,19 @@ def _sorted_vocabulary(sequences: list[list]) -> list:
         ) from None
 
 
+def _as_tokens(tokens, name: str):
+    """``tokens`` as a str (kept) or a list of hashable tokens; clear errors for anything else."""
+    if isinstance(tokens, str):
+        return tokens
+    if not isinstance(tokens, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a string or a list of tokens, got {type(tokens).__name__} {tokens!r:.40}")
+    tokens = list(tokens)
+    for token in tokens:
+        if not _hashable(token):
+            raise TypeError(f"{name} must hold tokens such as strings, got {type(token).__name__} {token!r:.40}")
+    return tokens
+
+
 def _hashable(value) -> bool:
     try:
         hash(value)
@@ -247,11 +260,13 @@ class NGramLM:
         """The last n-1 context tokens as ids (BOS-padded on the left; unknown tokens become -1)."""
         if self.n == 1:
             return []
-        if isinstance(context, str) and self._text_input:
+        if context is None:
+            context = []
+        elif isinstance(context, str) and self._text_input:
             context = list(context)
         elif isinstance(context, str):
             context = [context]
-        context = list(context)[-(self.n - 1):] if context else []
+        context = _as_tokens(context, "context")[-(self.n - 1):]
         ids = [self.token_to_id.get(t, -1) if t != BOS else self.bos_id for t in context]
         fill = self.bos_id if self.pad else -1
         return [fill] * (self.n - 1 - len(ids)) + ids
@@ -314,6 +329,8 @@ class NGramLM:
         return probability
 
     def _token_id(self, token) -> int:
+        if not _hashable(token):
+            raise TypeError(f"a token must be a string (or another hashable value), got {type(token).__name__} {token!r:.40}")
         if token == BOS:
             raise ValueError(f"{BOS} only fills the context before a sequence; the model never predicts it")
         if token not in self.token_to_id:
@@ -348,8 +365,7 @@ class NGramLM:
     def log_probs(self, tokens: Sequence[Any]) -> np.ndarray:
         """ln P(w_t | history) for every token of ``tokens`` (and ``</s>`` at the end when padding)."""
         self._check_fitted()
-        if not isinstance(tokens, str):
-            tokens = list(tokens)
+        tokens = _as_tokens(tokens, "tokens")
         if len(tokens) == 0:
             raise ValueError("cannot score an empty sequence: give it at least one token")
         ids = self._ids(tokens)
@@ -374,7 +390,7 @@ class NGramLM:
         """The fraction of the ``order``-grams of ``tokens`` (default n) that occurred in training."""
         self._check_fitted()
         order = self._check_order(order)
-        ids = np.array([self.token_to_id.get(t, -1) for t in tokens], dtype=np.int64)
+        ids = np.array([self.token_to_id.get(t, -1) for t in _as_tokens(tokens, "tokens")], dtype=np.int64)
         if len(ids) < order:
             raise ValueError(f"need at least {order} tokens to count {order}-grams, got {len(ids)}")
         index = np.zeros(len(ids), dtype=np.int64)
@@ -416,8 +432,10 @@ class NGramLM:
                 f"generator must be a numpy.random.Generator, got {type(generator).__name__}; "
                 "use numpy.random.default_rng(seed) or pass seed="
             )
+        if seed is not None:
+            validate.nonnegative_int(seed, "seed")
         rng = generator if generator is not None else np.random.default_rng(seed)
-        history = list(prompt)
+        history = list(_as_tokens(prompt, "prompt"))
         output = []
         for _ in range(max_tokens):
             p = self.distribution(history)

@@ -116,15 +116,14 @@ def hidden_dim_for_params(target_params: int, vocab_size: int, n_embd: int, num_
             f"target_params={target_params} is too few for an LSTM with vocab_size={vocab_size} and "
             f"n_embd={n_embd}: even hidden_dim=1 needs {smallest}; lower n_embd or aim higher"
         )
-    best, best_gap = 1, math.inf
-    hidden = 1
-    while True:
-        gap = lstm_num_params(vocab_size, n_embd, hidden, num_layers) - target_params
-        if abs(gap) < best_gap:
-            best, best_gap = hidden, abs(gap)
-        if gap > 0:
-            return best
-        hidden += 1
+    # lstm_num_params is a quadratic a·h² + b·h + c in the hidden size h: solve it, then take the closer
+    # of the two whole numbers around the root (the smaller one on a tie).
+    a = 4 + 8 * (num_layers - 1)
+    b = 4 * n_embd + 8 + 8 * (num_layers - 1) + vocab_size
+    c = vocab_size * n_embd + vocab_size - target_params
+    root = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+    candidates = sorted({max(1, math.floor(root) + offset) for offset in (-1, 0, 1, 2)})
+    return min(candidates, key=lambda h: abs(lstm_num_params(vocab_size, n_embd, h, num_layers) - target_params))
 
 
 class LSTMLanguageModel(nn.Module):
