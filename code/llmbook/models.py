@@ -415,18 +415,16 @@ class BERT(nn.Module):
         reading it as booleans would invert it.
         """
         if attention_mask is not None:
-            real = _mask_as_bool(attention_mask, idx)
+            real, why = _mask_as_bool(attention_mask, idx), "its attention_mask has no 1"
         elif self.config.pad_id is not None:
             real = padding_mask(idx, self.config.pad_id)[:, 0, 0, :]  # (B, T)
+            why = f"it holds only pad_id={self.config.pad_id}"
         else:
             return None
         empty = ~real.any(dim=1)
         if bool(empty.any()):
             row = int(empty.nonzero()[0, 0])
-            raise ValueError(
-                f"sequence {row} of the batch is all padding (its attention_mask has no 1, or it holds only "
-                f"pad_id={self.config.pad_id}); give every sequence at least one real token"
-            )
+            raise ValueError(f"sequence {row} of the batch is all padding ({why}); give every sequence at least one real token")
         return real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
 
     def encode(
@@ -446,12 +444,14 @@ class BERT(nn.Module):
         if self.segment_embedding is not None:
             if segment_ids is None:
                 segment_ids = torch.zeros_like(idx)
-            validate.token_ids(segment_ids, config.n_segments, name="segment_ids")
-            if segment_ids.shape != idx.shape:
+            if not torch.is_tensor(segment_ids) or segment_ids.shape != idx.shape:
+                shape = tuple(segment_ids.shape) if torch.is_tensor(segment_ids) else type(segment_ids).__name__
                 raise ValueError(
-                    f"segment_ids must have the shape of idx {tuple(idx.shape)} (one segment per position), "
-                    f"got {tuple(segment_ids.shape)}"
+                    f"segment_ids must be a tensor of the shape of idx {tuple(idx.shape)} (one segment per position), "
+                    f"got {shape}"
                 )
+            validate.class_ids(segment_ids.flatten(), config.n_segments, batch_size=segment_ids.numel(), name="segment_ids",
+                               count_name="n_segments")
             x = x + self.segment_embedding(segment_ids)
         elif segment_ids is not None:
             raise ValueError("segment_ids given but the model has no segment embedding: build it with n_segments=2")

@@ -50,7 +50,13 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
             raise TypeError(f"decode expects whole-number token ids, got {list(ids)!r:.80}") from None
     if ids.numel() == 0:
         return []
-    validate.token_ids(ids, vocab_size, name="ids", dims=1)
+    try:
+        validate.token_ids(ids, vocab_size, name="ids", dims=1)
+    except ValueError as error:
+        if ids.dim() == 1 and not ids.dtype.is_floating_point and bool((ids < 0).any()):
+            raise ValueError(f"{error}; negative ids such as -100 mark ignored targets, not tokens: drop them "
+                             "before decoding, e.g. ids[ids >= 0]") from None
+        raise
     return ids.tolist()
 
 

@@ -168,8 +168,12 @@ def token_ids(
     return ids
 
 
-def class_ids(labels: Any, num_classes: int, *, batch_size: int, name: str = "labels") -> torch.Tensor:
+def class_ids(
+    labels: Any, num_classes: int, *, batch_size: int, name: str = "labels", count_name: str = "num_classes"
+) -> torch.Tensor:
     """Check the class labels of a batch (one integer in ``0..num_classes-1`` per sequence) and return them.
+
+    ``count_name`` names the model's setting that ``num_classes`` comes from (e.g. ``n_segments``).
 
     >>> class_ids(torch.tensor([0, 2]), num_classes=3, batch_size=2).tolist()
     [0, 2]
@@ -185,7 +189,7 @@ def class_ids(labels: Any, num_classes: int, *, batch_size: int, name: str = "la
     bad = (labels < 0) | (labels >= num_classes)
     if bool(bad.any()):
         raise ValueError(
-            f"{name} contain class {int(labels[bad][0])}, outside 0..{num_classes - 1}; "
-            f"the model was built with num_classes={num_classes}"
+            f"{name} contain {int(labels[bad][0])}, outside 0..{num_classes - 1}: the model was built with "
+            f"{count_name}={num_classes}"
         )
     return labels
