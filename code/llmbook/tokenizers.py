@@ -44,6 +44,8 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
     if not torch.is_tensor(ids):
         if len(ids) == 0:
             return []
+        if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids) and 0 <= min(ids) and max(ids) < vocab_size:
+            return list(ids)  # the common case, checked without building a tensor
         try:
             ids = torch.as_tensor(np.asarray(ids))
         except (TypeError, ValueError, RuntimeError, OverflowError):
@@ -574,8 +576,9 @@ class BPETokenizer:
     def decode(self, ids, errors: str = "replace") -> str:
         """The text of ``ids``; byte sequences that are not valid UTF-8 (a cut token list) become U+FFFD."""
         validate.one_of(errors, "errors", ("replace", "strict", "ignore", "backslashreplace"))
-        token_bytes = self.token_bytes
-        return b"".join(token_bytes(i) for i in _ids_to_decode(ids, self.vocab_size)).decode("utf-8", errors=errors)
+        vocab, special = self.vocab, self.special_ids  # every id is checked: it is in one of the two
+        pieces = [vocab.get(i) or special[i].encode("utf-8") for i in _ids_to_decode(ids, self.vocab_size)]
+        return b"".join(pieces).decode("utf-8", errors=errors)
 
     # ---------------------------------------------------------------- saving
     def save(self, path: str | Path) -> None:
