@@ -116,6 +116,8 @@ CASES = [
     ("gpt-targets-bad-id", lambda: gpt()(IDS, torch.tensor([[1, 2, -5]])), ValueError, "-5"),
     ("gpt-targets-shape", lambda: gpt()(IDS, torch.tensor([[1, 2]])), ValueError, "(1, 2)"),
     ("gpt-targets-float", lambda: gpt()(IDS, IDS.float()), ValueError, "float32"),
+    ("gpt-targets-all-ignored", lambda: gpt()(IDS, torch.full((1, 3), -100)), ValueError, "-100"),
+    ("gpt-formula-from-dict", lambda: M.gpt_num_params_formula({"vocab_size": 11}), TypeError, "dict"),
     ("gpt-flops-zero-context", lambda: gpt().flops_per_token(context=0), ValueError, "got 0"),
     ("bert-additive-mask-inf", lambda: bert()(IDS, attention_mask=torch.tensor([[0.0, 0.0, -INF]])), ValueError, "-inf"),
     ("bert-additive-mask-10000", lambda: bert()(IDS, attention_mask=torch.tensor([[0.0, -10000.0, 0.0]])), ValueError, "-10000"),
@@ -143,6 +145,7 @@ CASES = [
     ("merge-heads-3d", lambda: A.MultiHeadAttention.merge_heads(torch.randn(1, 3, 8)), ValueError, "(1, 3, 8)"),
     ("mha-load-from-linear", lambda: mha().load_from_torch(torch.nn.Linear(8, 8)), TypeError, "Linear"),
     ("sdpa-dropout", lambda: A.scaled_dot_product_attention(*torch.randn(3, 1, 2, 4), dropout_p=2.0, training=True), ValueError, "2.0"),
+    ("sdpa-mixed-dtypes", lambda: A.scaled_dot_product_attention(torch.randn(1, 2, 4), torch.randn(1, 2, 4).double(), torch.randn(1, 2, 4)), TypeError, "float64"),
     ("sdpa-list", lambda: A.scaled_dot_product_attention([[1.0]], [[1.0]], [[1.0]]), TypeError, "list"),
     ("causal-mask-float", lambda: A.causal_mask(2.5), ValueError, "2.5"),
     ("causal-mask-zero", lambda: A.causal_mask(0), ValueError, "got 0"),
@@ -222,6 +225,7 @@ CASES = [
     ("prompt-past-vocab", lambda: G.generate(gpt(), torch.tensor([[1, 50]]), 2), ValueError, "50"),
     ("prompt-list", lambda: G.generate(gpt(), [1, 2], 2), TypeError, "list"),
     ("prompt-3d", lambda: G.generate(gpt(), torch.ones(1, 1, 2, dtype=torch.long), 2), ValueError, "(1, 1, 2)"),
+    ("generate-without-model", lambda: G.generate(None, IDS, 2), TypeError, "NoneType"),
     ("generator-string", lambda: G.generate(gpt(), IDS, 2, generator="seed"), TypeError, "str"),
     ("nan-logits", lambda: G.generate(NaNModel(), IDS, 2), ValueError, "nan"),
     ("filter-1d-logits", lambda: G.filter_logits(torch.randn(5), top_k=2), ValueError, "(5,)"),
@@ -261,6 +265,7 @@ CASES = [
     ("view-tokens-string", lambda: V.attention_view(weights(), "abc"), TypeError, "str"),
     ("view-zero-max-tokens", lambda: V.attention_view(weights(), list("abc"), max_tokens=0), ValueError, "got 0"),
     ("view-title-int", lambda: V.attention_view(weights(), list("abc"), title=5), TypeError, "int"),
+    ("view-empty-weights", lambda: V.attention_view(torch.zeros(1, 1, 0, 0), []), ValueError, "(1, 0, 0)"),
     ("view-nan-weights", lambda: V.attention_view(torch.full((1, 1, 2, 2), NAN), ["a", "b"]), ValueError, "nan"),
     ("show-source-builtin", lambda: NB.show_source(len), TypeError, "len"),
 ]
@@ -317,6 +322,23 @@ def test_the_book_pattern_still_runs_under_the_time_bound():
     tok = TK.BPETokenizer()
     text = "Hello, world! It's 2024.   Done\n" * 2000
     assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_any_integer_dtype_of_ids_targets_and_labels_gives_the_same_result(dtype):
+    expected = gpt()(IDS, IDS)
+    got = gpt()(IDS.to(dtype), IDS.to(dtype))
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(lstm_lm()(IDS.to(dtype), IDS.to(dtype)), lstm_lm()(IDS, IDS))
+    torch.testing.assert_close(bert().classify(IDS.to(dtype), torch.tensor([1], dtype=dtype)), bert().classify(IDS, torch.tensor([1])))
+    torch.testing.assert_close(
+        lstm_classifier()(IDS.to(dtype), torch.tensor([1], dtype=dtype)), lstm_classifier()(IDS, torch.tensor([1]))
+    )
+
+
+def test_ngram_models_fit_arrays_and_iterables_of_sequences():
+    assert N.NGramLM(2).fit(np.array(["a", "b"])).vocab == N.NGramLM(2).fit(["a", "b"]).vocab
+    assert N.NGramLM(2).fit_many(s for s in ["ab", "ba"]).vocab == ["</s>", "a", "b"]
 
 
 def test_greedy_single_sequence_still_works():

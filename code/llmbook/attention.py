@@ -97,6 +97,8 @@ def scaled_dot_product_attention(
             f"q, k and v need at least 2 dimensions (..., T, d); got shapes {tuple(q.shape)}, "
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and {v.dtype}; convert with .to(q.dtype)")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_k to be multiplied: q {tuple(q.shape)}, k {tuple(k.shape)}"

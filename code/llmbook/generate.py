@@ -127,6 +127,8 @@ class _EvalMode:
     """Eval mode and no gradients inside; the model's previous mode restored on exit."""
 
     def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (e.g. a GPT), got {type(model).__name__}")
         self.model = model
 
     def __enter__(self):

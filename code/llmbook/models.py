@@ -48,13 +48,20 @@ IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_targets(targets: torch.Tensor, idx: torch.Tensor, vocab_size: int) -> None:
+def _check_targets(targets: torch.Tensor, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``targets`` as long ids after the checks (any integer dtype is accepted, as for ``idx``)."""
     validate.token_ids(targets, vocab_size, name="targets", dims=idx.dim(), ignore_index=IGNORE_INDEX)
     if targets.shape != idx.shape:
         raise ValueError(
             f"targets must have the same shape as idx {tuple(idx.shape)} (one target id per position), "
             f"got {tuple(targets.shape)}"
         )
+    if bool((targets == IGNORE_INDEX).all()):
+        raise ValueError(
+            f"every target is {IGNORE_INDEX} (ignored), so the loss would be 0/0 = nan; give at least one "
+            "position a real target id (for masked language modelling: mask at least one token)"
+        )
+    return targets.long()
 
 
 def _check_config_sizes(config, names: tuple[str, ...]) -> None:
@@ -233,6 +240,8 @@ def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> in
     ``non_embedding=True`` leaves out the token and position embeddings (the
     N of scaling laws, Kaplan et al. 2020).
     """
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"gpt_num_params_formula takes a GPTConfig, got {type(config).__name__}")
     V, T, L, d = config.vocab_size, config.block_size, config.n_layer, config.n_embd
     per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
     final_norm = 2 * d if config.bias else d
@@ -270,9 +279,9 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False
     ) -> tuple:
         config = self.config
-        validate.token_ids(idx, config.vocab_size, block_size=config.block_size)
+        idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         if targets is not None:
-            _check_targets(targets, idx, config.vocab_size)
+            targets = _check_targets(targets, idx, config.vocab_size)
         B, T = idx.shape
         positions = torch.arange(T, device=idx.device)  # (T,)
         x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, d)
@@ -436,7 +445,7 @@ class BERT(nn.Module):
     ) -> tuple[torch.Tensor, list, torch.Tensor | None]:
         """Contextual vectors (B, T, d) for every position, the attention weights, and the key mask."""
         config = self.config
-        validate.token_ids(idx, config.vocab_size, block_size=config.block_size)
+        idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         B, T = idx.shape
         mask = self._attention_mask(idx, attention_mask)
         positions = torch.arange(T, device=idx.device)
@@ -452,7 +461,7 @@ class BERT(nn.Module):
                 )
             validate.class_ids(segment_ids.flatten(), config.n_segments, batch_size=segment_ids.numel(), name="segment_ids",
                                count_name="n_segments")
-            x = x + self.segment_embedding(segment_ids)
+            x = x + self.segment_embedding(segment_ids.long())
         elif segment_ids is not None:
             raise ValueError("segment_ids given but the model has no segment embedding: build it with n_segments=2")
         x = self.dropout(self.ln_embedding(x))
@@ -472,7 +481,7 @@ class BERT(nn.Module):
     ) -> tuple:
         if targets is not None:
             validate.token_ids(idx, self.config.vocab_size, block_size=self.config.block_size)
-            _check_targets(targets, idx, self.config.vocab_size)
+            targets = _check_targets(targets, idx, self.config.vocab_size)
         hidden, attentions, _ = self.encode(idx, segment_ids, attention_mask, return_attention)
         logits = self.mlm_head(self.mlm_norm(F.gelu(self.mlm_transform(hidden))))  # (B, T, V)
         loss = None
@@ -500,7 +509,7 @@ class BERT(nn.Module):
         logits = self.classifier(self.dropout(torch.tanh(self.pooler(pooled))))
         loss = None
         if labels is not None:
-            validate.class_ids(labels, self.config.num_classes, batch_size=idx.shape[0])
+            labels = validate.class_ids(labels, self.config.num_classes, batch_size=idx.shape[0]).long()
             loss = F.cross_entropy(logits.float(), labels)
         return logits, loss
 

@@ -111,7 +111,7 @@ class NGramLM:
     # ------------------------------------------------------------------ fitting
     def fit(self, tokens: Sequence[Any]) -> "NGramLM":
         """Count the n-grams of one token sequence (a string counts character by character)."""
-        if not isinstance(tokens, Sequence):
+        if not isinstance(tokens, (Sequence, np.ndarray)):
             raise TypeError(f"fit takes a string or a list of tokens, got {type(tokens).__name__} {tokens!r:.40}")
         return self.fit_many([tokens])
 
@@ -119,10 +119,12 @@ class NGramLM:
         """Count the n-grams of several sequences (sentences, poems), each padded on its own."""
         if isinstance(sequences, str):
             raise ValueError("fit_many takes a list of sequences; for one string use fit(text)")
-        if not isinstance(sequences, Sequence):
-            raise TypeError(f"fit_many takes a list of token sequences, got {type(sequences).__name__}")
+        try:
+            sequences = list(sequences)
+        except TypeError:
+            raise TypeError(f"fit_many takes a list of token sequences, got {type(sequences).__name__}") from None
         for sequence in sequences:
-            if not isinstance(sequence, Sequence):
+            if not isinstance(sequence, (Sequence, np.ndarray)):
                 raise TypeError(
                     f"each sequence must be a string or a list of tokens, got {type(sequence).__name__} {sequence!r:.40}"
                     "; to fit one sequence use fit(tokens)"

@@ -167,9 +167,9 @@ class LSTMLanguageModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state=None, return_state: bool = False):
-        validate.token_ids(idx, self.config.vocab_size)
+        idx = validate.token_ids(idx, self.config.vocab_size).long()
         if targets is not None:
-            validate.token_ids(targets, self.config.vocab_size, name="targets", ignore_index=-100)
+            targets = validate.token_ids(targets, self.config.vocab_size, name="targets", ignore_index=-100).long()
             if targets.shape != idx.shape:
                 raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}")
         if state is not None:
@@ -238,7 +238,7 @@ class LSTMClassifier(nn.Module):
         self.head = nn.Linear(config.hidden_dim * (2 if config.bidirectional else 1), config.num_classes)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, lengths: torch.Tensor | None = None):
-        validate.token_ids(idx, self.config.vocab_size)
+        idx = validate.token_ids(idx, self.config.vocab_size).long()
         B, T = idx.shape
         if lengths is None:
             if self.pad_id is None:
@@ -267,7 +267,7 @@ class LSTMClassifier(nn.Module):
         logits = self.head(self.dropout(last))  # (B, C)
         loss = None
         if targets is not None:
-            validate.class_ids(targets, self.num_classes, batch_size=B, name="targets")
+            targets = validate.class_ids(targets, self.num_classes, batch_size=B, name="targets").long()
             loss = F.cross_entropy(logits, targets)
         return logits, loss
 

@@ -69,6 +69,8 @@ def _as_layers(attentions) -> np.ndarray:
             )
         layers.append(array)
     stacked = np.stack(layers)  # (L, H, T_q, T_k)
+    if stacked.size == 0:
+        raise ValueError(f"the attention weights are empty (shape (H, T_q, T_k) = {stacked.shape[1:]}); pass at least one token")
     if not np.isfinite(stacked).all():
         bad = stacked[~np.isfinite(stacked)][0]
         raise ValueError(
