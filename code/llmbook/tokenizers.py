@@ -36,10 +36,11 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
     Negative ids are refused rather than read Python's way (-1 = the last entry), so a
     target of -100 ("ignore this position") cannot print as a word.
     """
-    if isinstance(ids, (str, bytes)) or not (torch.is_tensor(ids) or np.ndim(ids) == 1 or isinstance(ids, (list, tuple))):
+    if not (torch.is_tensor(ids) or isinstance(ids, (np.ndarray, list, tuple, range))):
+        fix = "to turn text into ids use encode" if isinstance(ids, (str, bytes)) else "pass list(ids)"
         raise TypeError(
             f"decode expects a sequence of token ids (a list, array or 1-D tensor), got {type(ids).__name__} "
-            f"{ids!r:.60}; to turn text into ids use encode"
+            f"{ids!r:.60}; {fix}"
         )
     if not torch.is_tensor(ids):
         if len(ids) == 0:
@@ -49,6 +50,8 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
         try:
             ids = torch.as_tensor(np.asarray(ids))
         except (TypeError, ValueError, RuntimeError, OverflowError):
+            if all(type(i) is int for i in ids):  # ints too large for any tensor
+                raise ValueError(f"ids contain a token id outside the vocabulary 0..{vocab_size - 1}: {max(ids)}") from None
             raise TypeError(f"decode expects whole-number token ids, got {list(ids)!r:.80}") from None
     if ids.numel() == 0:
         return []
