@@ -163,6 +163,9 @@ class MultiHeadAttention(nn.Module):
         validate.positive_int(embed_dim, "embed_dim")
         validate.positive_int(num_heads, "num_heads")
         validate.probability(dropout, "dropout")
+        for name, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         if embed_dim % num_heads != 0:
             raise ValueError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}): each head gets "

@@ -213,6 +213,11 @@ class WordTokenizer:
         if not counts:
             raise ValueError("cannot build a WordTokenizer vocabulary from text with no words")
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        if not ranked:
+            raise ValueError(
+                f"min_count={min_count} leaves no word in the vocabulary (the most frequent word occurs "
+                f"{max(counts.values())} times), so every word would encode as <unk>; lower min_count"
+            )
         if vocab_size is not None:
             ranked = ranked[: vocab_size - 1]
         tokenizer.words = [cls.UNK] + ranked
@@ -364,6 +369,9 @@ def _check_special_tokens(special_tokens) -> list[str]:
     for token in special_tokens:
         if not isinstance(token, str) or not token:
             raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
+    repeated = [t for t, n in Counter(special_tokens).items() if n > 1]
+    if repeated:
+        raise ValueError(f"special token {repeated[0]!r} is listed twice; list each special token once")
     return special_tokens
 
 
@@ -419,9 +427,7 @@ class BPETokenizer:
             self.merges[(a, b)] = new_id
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
         self.special_tokens: dict[str, int] = {}
-        for token in special_tokens:
-            if token in self.special_tokens:
-                raise ValueError(f"special token {token!r} is listed twice")
+        for token in special_tokens:  # distinct, non-empty strings (checked above)
             self.special_tokens[token] = len(self.vocab) + len(self.special_tokens)
         self.special_ids = {i: t for t, i in self.special_tokens.items()}
         self._special_regex = (
