@@ -12,6 +12,7 @@ import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from numbers import Integral
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
     Negative ids are refused rather than read Python's way (-1 = the last entry), so a
     target of -100 ("ignore this position") cannot print as a word.
     """
-    if not (torch.is_tensor(ids) or isinstance(ids, (np.ndarray, list, tuple, range))):
-        fix = "to turn text into ids use encode" if isinstance(ids, (str, bytes)) else "pass list(ids)"
+    if isinstance(ids, Iterator):  # a generator of ids: read it once
+        ids = list(ids)
+    if not (torch.is_tensor(ids) or isinstance(ids, (np.ndarray, list, tuple, range))):  # sets have no order
+        fix = "to turn text into ids use encode" if isinstance(ids, (str, bytes)) else "pass the ids in order, as a list"
         raise TypeError(
             f"decode expects a sequence of token ids (a list, array or 1-D tensor), got {type(ids).__name__} "
             f"{ids!r:.60}; {fix}"
