@@ -249,13 +249,18 @@ def test_a_tiny_gpt_learns_a_repeating_sequence():
         (torch.zeros(1, 5), r"integer token ids.*\.long\(\)"),
         (torch.zeros(5, dtype=torch.long), r"\(batch, time\).*unsqueeze\(0\)"),
         (torch.zeros(1, 2, 3, dtype=torch.long), r"\(batch, time\)"),
-        ([[1, 2, 3]], r"torch.Tensor"),
     ],
 )
 @pytest.mark.parametrize("make", [small_gpt, small_bert])
 def test_bad_input_is_a_clear_value_error(make, idx, message):
     with pytest.raises(ValueError, match=message):
         make()(idx)
+
+
+@pytest.mark.parametrize("make", [small_gpt, small_bert])
+def test_a_list_of_ids_is_a_clear_type_error(make):
+    with pytest.raises(TypeError, match=r"torch.Tensor.*torch.tensor\(ids\)"):
+        make()([[1, 2, 3]])
 
 
 def test_bad_targets_and_configs_are_clear_errors():
@@ -267,7 +272,7 @@ def test_bad_targets_and_configs_are_clear_errors():
         model(idx, torch.full((2, 4), 61))
     with pytest.raises(ValueError, match="divisible by n_head"):
         GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=3, n_embd=32)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="vocab_size must be a whole number >= 1, got 0"):
         GPTConfig(vocab_size=0, block_size=8, n_layer=1, n_head=1, n_embd=32)
     with pytest.raises(ValueError, match="all padding"):
         small_bert(pad_id=0)(torch.zeros(1, 4, dtype=torch.long))

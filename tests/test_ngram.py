@@ -130,7 +130,7 @@ def test_words_fit_many_scores_sentences():
 
 @pytest.mark.parametrize("bad_n", [0, -1, 2.5, "3", True])
 def test_bad_n_is_a_clear_error(bad_n):
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match=r"n must be a whole number >= 1, got"):
         NGramLM(bad_n)
 
 

@@ -149,7 +149,7 @@ def test_bertviz_adapter_returns_html_with_tokens_layers_and_heads(kind):
 
 
 def test_bertviz_adapter_rejects_unknown_views():
-    with pytest.raises(ValueError, match="'head' or 'model'"):
+    with pytest.raises(ValueError, match="view must be one of 'head', 'model', got"):
         bertviz_view(random_attention(), list("abcde"), view="neuron")
 
 

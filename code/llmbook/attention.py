@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import validate
+
 __all__ = [
     "scaled_dot_product_attention",
     "causal_mask",
@@ -36,6 +38,8 @@ __all__ = [
 
 def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
     """``mask`` broadcast to ``scores_shape``; clear errors for a wrong dtype, shape or a fully masked row."""
+    if not torch.is_tensor(mask):
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got {type(mask).__name__}")
     if mask.dtype != torch.bool:
         raise TypeError(
             f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
@@ -58,6 +62,17 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
     return mask
 
 
+def _check_float_tensor(x, name: str) -> None:
+    """Queries, keys, values and hidden states are floating-point tensors."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; use torch.tensor(..., dtype=torch.float32)")
+    if not x.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be a floating-point tensor of vectors, got dtype {x.dtype}; token ids go through an "
+            f"embedding first (or use {name}.float())"
+        )
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -74,11 +89,16 @@ def scaled_dot_product_attention(
     ``(output (..., T_q, d_v), weights (..., T_q, T_k))``; each row of
     ``weights`` sums to one. Dropout (on the weights) only when ``training``.
     """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        _check_float_tensor(x, name)
+    dropout_p = validate.probability(dropout_p, "dropout_p")
     if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
         raise ValueError(
             f"q, k and v need at least 2 dimensions (..., T, d); got shapes {tuple(q.shape)}, "
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and {v.dtype}; convert with .to(q.dtype)")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_k to be multiplied: q {tuple(q.shape)}, k {tuple(k.shape)}"
@@ -105,8 +125,7 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
     >>> causal_mask(3).int().tolist()
     [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
     """
-    if T < 1:
-        raise ValueError(f"causal_mask needs a sequence length T >= 1, got {T}")
+    T = validate.positive_int(T, "T", hint="the sequence length")
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
@@ -117,8 +136,11 @@ def padding_mask(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
     >>> padding_mask(torch.tensor([[5, 7, 0]]), pad_id=0).flatten().tolist()
     [True, True, False]
     """
+    if not torch.is_tensor(idx):
+        raise TypeError(f"padding_mask expects a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)")
     if idx.dim() != 2:
         raise ValueError(f"padding_mask expects token ids of shape (B, T), got {tuple(idx.shape)}")
+    pad_id = validate.nonnegative_int(pad_id, "pad_id")
     return (idx != pad_id)[:, None, None, :]  # (B, 1, 1, T)
 
 
@@ -138,6 +160,12 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = True):
         super().__init__()
+        validate.positive_int(embed_dim, "embed_dim")
+        validate.positive_int(num_heads, "num_heads")
+        validate.probability(dropout, "dropout")
+        for name, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         if embed_dim % num_heads != 0:
             raise ValueError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}): each head gets "
@@ -153,12 +181,18 @@ class MultiHeadAttention(nn.Module):
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> (B, H, T, E/H): each head sees its own slice of the features."""
+        _check_float_tensor(x, "x")
+        if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(f"split_heads expects (B, T, E) with E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}")
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, head_dim)
 
     @staticmethod
     def merge_heads(x: torch.Tensor) -> torch.Tensor:
         """(B, H, T, E/H) -> (B, T, E): the heads' outputs side by side again."""
+        _check_float_tensor(x, "x")
+        if x.dim() != 4:
+            raise ValueError(f"merge_heads expects (B, H, T, E/H), got shape {tuple(x.shape)}")
         B, H, T, head_dim = x.shape
         return x.transpose(1, 2).reshape(B, T, H * head_dim)  # (B, T, E)
 
@@ -190,6 +224,7 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         for name, x in (("query", query), ("key", key), ("value", value)):
+            _check_float_tensor(x, name)
             if x.dim() != 3 or x.shape[-1] != self.embed_dim:
                 layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
                 raise ValueError(
@@ -197,6 +232,15 @@ class MultiHeadAttention(nn.Module):
                 )
         if not self.batch_first:
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))  # (T, B, E) -> (B, T, E)
+        if not query.shape[0] == key.shape[0] == value.shape[0]:
+            raise ValueError(
+                f"query, key and value must have the same batch size, got {query.shape[0]}, {key.shape[0]} "
+                f"and {value.shape[0]}"
+            )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(f"key and value must have the same length T_k, got {key.shape[1]} and {value.shape[1]}")
+        if mask is not None and (not torch.is_tensor(mask) or mask.dtype != torch.bool):
+            _check_mask(mask, torch.Size())  # raises the error that names the dtype and the fix
         q, k, v = self.project(query, key, value)  # each (B, T, E)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, head_dim)
         if rope:
@@ -227,6 +271,8 @@ class MultiHeadAttention(nn.Module):
     @torch.no_grad()
     def load_from_torch(self, module: nn.MultiheadAttention) -> "MultiHeadAttention":
         """Copy the weights of a :class:`torch.nn.MultiheadAttention` of the same size (for checks)."""
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"load_from_torch copies from a torch.nn.MultiheadAttention, got {type(module).__name__}")
         if module.embed_dim != self.embed_dim or module.num_heads != self.num_heads:
             raise ValueError(
                 f"sizes differ: ours embed_dim={self.embed_dim}, num_heads={self.num_heads}; "
@@ -244,15 +290,16 @@ class MultiHeadAttention(nn.Module):
         return self
 
 
-def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> torch.Tensor:
-    """The (T, d) sinusoidal position table of "Attention Is All You Need".
+def sinusoidal_positions(T: int, n_embd: int, base: float = 10000.0) -> torch.Tensor:
+    """The (T, d) sinusoidal position table of "Attention Is All You Need" (d = ``n_embd``, the model width).
 
     PE[pos, 2i] = sin(pos / base^(2i/d)), PE[pos, 2i+1] = cos(pos / base^(2i/d)).
     """
-    if d % 2 != 0 or d < 2:
-        raise ValueError(f"sinusoidal_positions needs an even dimension d (sin/cos pairs), got d={d}")
-    if T < 1:
-        raise ValueError(f"sinusoidal_positions needs T >= 1, got {T}")
+    T = validate.positive_int(T, "T", hint="the number of positions")
+    d = validate.positive_int(n_embd, "n_embd")
+    if d % 2 != 0:
+        raise ValueError(f"sinusoidal_positions needs an even width (sin/cos pairs), got n_embd={d}")
+    base = validate.finite_float(base, "base", low=1.0, low_inclusive=False, hint="10000 in the original Transformer")
     positions = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
     frequencies = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,) = 1 / base^(2i/d)
     angles = positions * frequencies  # (T, d/2)
@@ -263,25 +310,37 @@ def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> torch.Tensor:
 
 
 class LearnedPositions(nn.Module):
-    """One trained vector per position (as in GPT-2 and BERT): an embedding table of (max_len, d)."""
+    """One trained vector per position (as in GPT-2 and BERT): an embedding table of (max_len, n_embd)."""
 
-    def __init__(self, max_len: int, d: int):
+    def __init__(self, max_len: int, n_embd: int):
         super().__init__()
-        self.max_len = max_len
-        self.embedding = nn.Embedding(max_len, d)
+        self.max_len = validate.positive_int(max_len, "max_len")
+        self.embedding = nn.Embedding(max_len, validate.positive_int(n_embd, "n_embd"))
         nn.init.normal_(self.embedding.weight, std=0.02)
 
     def forward(self, positions: int | torch.Tensor) -> torch.Tensor:
         """``forward(T)`` -> (T, d) for positions 0..T-1; ``forward(positions)`` -> positions.shape + (d,)."""
-        if isinstance(positions, int):
-            T = positions
+        if not torch.is_tensor(positions):
+            T = validate.positive_int(positions, "positions", hint="a length T, or a tensor of positions")
             positions = torch.arange(T, device=self.embedding.weight.device)
-        if positions.numel() and (int(positions.max()) >= self.max_len or int(positions.min()) < 0):
+        _check_positions(positions)
+        outside = (positions < 0) | (positions >= self.max_len)
+        if bool(outside.any()):
             raise ValueError(
-                f"position {int(positions.max())} is outside the learned table of max_len={self.max_len} "
-                "positions: a learned encoding cannot extrapolate; use a shorter input or a larger max_len"
+                f"position {int(positions[outside][0])} is outside the learned table of positions "
+                f"0..{self.max_len - 1} (max_len={self.max_len}): a learned encoding cannot extrapolate; "
+                "use a shorter input or a larger max_len"
             )
         return self.embedding(positions)
+
+
+def _check_positions(positions) -> None:
+    if not torch.is_tensor(positions):
+        raise TypeError(f"positions must be a tensor of integer positions, got {type(positions).__name__}")
+    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
+        raise ValueError(
+            f"positions must hold whole numbers (0, 1, 2, ...), got dtype {positions.dtype}; use positions.long()"
+        )
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: float = 10000.0) -> torch.Tensor:
@@ -292,15 +351,18 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
     the dot product of a rotated query at m and a rotated key at n depends only
     on m - n. ``positions``: (T,) integers (default 0..T-1).
     """
+    _check_float_tensor(x, "x")
     if x.dim() < 2:
         raise ValueError(f"apply_rope expects (..., T, head_dim), got shape {tuple(x.shape)}")
+    base = validate.finite_float(base, "base", low=1.0, low_inclusive=False, hint="10000 in the RoPE paper")
     T, head_dim = x.shape[-2], x.shape[-1]
     if head_dim % 2 != 0:
         raise ValueError(f"apply_rope rotates pairs of features: head_dim must be even, got {head_dim}")
     if positions is None:
         positions = torch.arange(T, device=x.device)
-    if positions.shape[-1] != T:
-        raise ValueError(f"positions has {positions.shape[-1]} entries but x has T={T} positions")
+    _check_positions(positions)
+    if positions.dim() == 0 or positions.shape[-1] != T:
+        raise ValueError(f"positions must have shape ({T},), one per position of x, got {tuple(positions.shape)}")
     theta = base ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim)  # (head_dim/2,)
     angles = positions.to(torch.float32)[..., None] * theta  # (T, head_dim/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)

@@ -16,22 +16,24 @@ import math
 import torch
 import torch.nn as nn
 
+from . import validate
+
 __all__ = ["generate", "beam_search", "filter_logits", "sequence_log_likelihood"]
 
 
-def _as_batch(idx) -> torch.Tensor:
-    if not isinstance(idx, torch.Tensor):
-        raise ValueError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor([ids])")
-    if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}; use idx.long()")
-    if idx.dim() == 1:
-        idx = idx[None, :]  # (T,) -> (1, T)
-    if idx.dim() != 2 or idx.shape[0] == 0 or idx.shape[1] == 0:
-        raise ValueError(
-            f"idx must be a non-empty prompt of shape (batch, time) or (time,), got {tuple(idx.shape)}; "
-            "start from at least one token (e.g. a newline)"
-        )
-    return idx.long()
+def _vocab_size(model: nn.Module) -> int | None:
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def _as_batch(idx, model: nn.Module) -> torch.Tensor:
+    """The prompt as (B, T) long ids, checked against the model's vocabulary when it has one."""
+    if not torch.is_tensor(idx):
+        raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor([ids])")
+    vocab_size = _vocab_size(model)
+    if vocab_size is None:  # a model without a config: only negative ids are known to be wrong
+        vocab_size = int(idx.max()) + 1 if idx.numel() and not idx.dtype.is_floating_point else 1
+    validate.token_ids(idx, vocab_size, dims=(1, 2))
+    return (idx[None, :] if idx.dim() == 1 else idx).long()  # (T,) -> (1, T)
 
 
 def _next_token_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
@@ -40,7 +42,20 @@ def _next_token_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     context = idx if block_size is None else idx[:, -block_size:]  # (B, <= block_size)
     output = model(context)
     logits = output[0] if isinstance(output, (tuple, list)) else output
-    return logits[:, -1, :].float()  # (B, V): only the last position predicts the next token
+    if not torch.is_tensor(logits) or logits.dim() != 3 or logits.shape[:2] != context.shape:
+        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+        raise ValueError(
+            f"the model must return logits of shape (batch, time, vocab) = ({context.shape[0]}, {context.shape[1]}, V) "
+            f"(or a tuple that starts with them), got {shape}"
+        )
+    last = logits[:, -1, :].float()  # (B, V): only the last position predicts the next token
+    if bool(torch.isnan(last).any() | torch.isposinf(last).any()):
+        bad = "nan" if bool(torch.isnan(last).any()) else "inf"
+        raise ValueError(
+            f"the model returned {bad} logits for the next token: its weights have diverged (a learning rate too "
+            "high?) or it was loaded wrongly; check model(idx) on a short prompt"
+        )
+    return last
 
 
 def filter_logits(
@@ -52,7 +67,15 @@ def filter_logits(
 
     >>> filter_logits(torch.tensor([[2.0, 1.0, 0.0]]), top_k=2)
     tensor([[2., 1., -inf]])
+
+    A ``top_k`` of the vocabulary size or more keeps every token.
     """
+    if not torch.is_tensor(logits) or not logits.dtype.is_floating_point or logits.dim() != 2:
+        what = f"shape {tuple(logits.shape)}, dtype {logits.dtype}" if torch.is_tensor(logits) else type(logits).__name__
+        raise ValueError(
+            f"logits must be a float tensor of shape (batch, vocab), got {what}; for one row use logits[None]"
+        )
+    temperature, top_k, top_p = _check_filters(temperature, top_k, top_p)
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
@@ -67,26 +90,45 @@ def filter_logits(
     return logits
 
 
-def _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_return_sequences, greedy) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if not greedy and not temperature > 0:
+def _check_filters(temperature, top_k, top_p) -> tuple:
+    temperature = validate.finite_float(
+        temperature, "temperature", low=0.0, low_inclusive=False,
+        hint="1 samples from the model's distribution; for the most likely token every step use greedy=True",
+    )
+    if top_k is not None:
+        top_k = validate.positive_int(top_k, "top_k", hint="or None for no limit")
+    if top_p is not None:
+        top_p = validate.finite_float(top_p, "top_p", low=0.0, high=1.0, low_inclusive=False,
+                                      hint="1 or None keeps every token")
+    return temperature, top_k, top_p
+
+
+def _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_return_sequences, greedy, generator):
+    validate.nonnegative_int(max_new_tokens, "max_new_tokens")
+    validate.positive_int(num_return_sequences, "num_return_sequences")
+    if not isinstance(greedy, bool):
+        raise TypeError(f"greedy must be True or False, got {greedy!r}")
+    if greedy and num_return_sequences > 1:
         raise ValueError(
-            f"temperature must be > 0 when sampling, got {temperature}; for the most likely token every step "
-            "use greedy=True (the limit of temperature -> 0)"
+            f"greedy decoding with num_return_sequences={num_return_sequences} would return {num_return_sequences} "
+            "identical rows (the most likely token is the same every time); sample (greedy=False) or use "
+            "beam_search for several different continuations"
         )
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] (1 keeps every token; None also does), got {top_p!r}")
-    if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
-        raise ValueError(f"num_return_sequences must be an integer >= 1, got {num_return_sequences!r}")
+    if not greedy:
+        _check_filters(temperature, top_k, top_p)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__} {generator!r}; "
+            "use torch.Generator().manual_seed(seed)"
+        )
 
 
 class _EvalMode:
     """Eval mode and no gradients inside; the model's previous mode restored on exit."""
 
     def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (e.g. a GPT), got {type(model).__name__}")
         self.model = model
 
     def __enter__(self):
@@ -120,8 +162,8 @@ def generate(
     ``greedy``. Each prompt is repeated ``num_return_sequences`` times, so the
     result is (B * num_return_sequences, T + max_new_tokens), prompts included.
     """
-    _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_return_sequences, greedy)
-    idx = _as_batch(idx)
+    _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_return_sequences, greedy, generator)
+    idx = _as_batch(idx, model)
     idx = idx.repeat_interleave(num_return_sequences, dim=0)  # (B*n, T): row b*n + i is sample i of prompt b
     with _EvalMode(model):
         for _ in range(max_new_tokens):
@@ -137,7 +179,13 @@ def generate(
 
 def sequence_log_likelihood(model: nn.Module, idx: torch.Tensor, prompt_length: int) -> torch.Tensor:
     """log p(idx[:, prompt_length:] | prompt) under ``model``, one number per row (B,)."""
-    idx = _as_batch(idx)
+    idx = _as_batch(idx, model)
+    validate.positive_int(prompt_length, "prompt_length", hint="the prompt needs at least one token")
+    if prompt_length > idx.shape[1]:
+        raise ValueError(
+            f"prompt_length={prompt_length} is longer than the sequences ({idx.shape[1]} tokens); "
+            "it counts the prompt tokens at the start of idx"
+        )
     total = torch.zeros(idx.shape[0])
     with _EvalMode(model):
         for t in range(prompt_length, idx.shape[1]):
@@ -165,11 +213,15 @@ def beam_search(
     and the penalty changes nothing. ``beam_width=1`` is greedy decoding.
     Returns (B, T + max_new_tokens), one best sequence per prompt.
     """
-    if not isinstance(beam_width, int) or beam_width < 1:
-        raise ValueError(f"beam_width must be an integer >= 1, got {beam_width!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    prompts = _as_batch(idx)
+    validate.positive_int(beam_width, "beam_width")
+    validate.nonnegative_int(max_new_tokens, "max_new_tokens")
+    length_penalty = validate.finite_float(length_penalty, "length_penalty", hint="1 divides by the length; 0 ignores it")
+    vocab_size = _vocab_size(model)
+    if eos_id is not None:
+        validate.nonnegative_int(eos_id, "eos_id", hint="the id of the end-of-sequence token, or None")
+        if vocab_size is not None and eos_id >= vocab_size:
+            raise ValueError(f"eos_id={eos_id} is outside the model's vocabulary 0..{vocab_size - 1}")
+    prompts = _as_batch(idx, model)
     return torch.cat([_beam_search_one(model, row[None], max_new_tokens, beam_width, length_penalty, eos_id) for row in prompts])
 
 
@@ -183,6 +235,8 @@ def _beam_search_one(model, prompt, max_new_tokens, beam_width, length_penalty, 
         for _ in range(max_new_tokens):
             log_probs = torch.log_softmax(_next_token_logits(model, beams), dim=-1)  # (W, V)
             V = log_probs.shape[-1]
+            if eos_id is not None and eos_id >= V:
+                raise ValueError(f"eos_id={eos_id} is outside the model's vocabulary 0..{V - 1}")
             if finished.any():  # a finished beam may only repeat eos, at no cost
                 log_probs[finished] = float("-inf")
                 log_probs[finished, eos_id] = 0.0

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import validate
 from .attention import MultiHeadAttention, padding_mask
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "MLP",
     "Block",
     "gpt_num_params_formula",
-    "check_token_ids",
 ]
 
 IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch's default ignore_index)
@@ -48,46 +48,81 @@ IGNORE_INDEX = -100  # targets with this value do not count in the loss (PyTorch
 # ---------------------------------------------------------------------------------------------
 
 
-def check_token_ids(idx: torch.Tensor, vocab_size: int, block_size: int, what: str = "idx") -> None:
-    """Raise a ValueError that names the problem and the fix unless ``idx`` is (B, T) ids in range."""
-    if not isinstance(idx, torch.Tensor):
-        raise ValueError(f"{what} must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)")
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise ValueError(f"{what} must hold integer token ids, got dtype {idx.dtype}; convert with {what}.long()")
-    if idx.dim() != 2:
-        hint = f"{what}.unsqueeze(0) for a single sequence" if idx.dim() == 1 else "reshape it to (batch, time)"
-        raise ValueError(f"{what} must have shape (batch, time), got {tuple(idx.shape)}; use {hint}")
-    B, T = idx.shape
-    if B == 0 or T == 0:
-        raise ValueError(f"{what} is empty (shape {tuple(idx.shape)}); pass at least one sequence of at least one token")
-    if T > block_size:
-        raise ValueError(
-            f"{what} has {T} positions but the model's block_size (context length) is {block_size}; "
-            f"crop to the last {block_size} tokens with {what}[:, -{block_size}:]"
-        )
-    low, high = (int(v) for v in torch.aminmax(idx))  # one device sync for both ends
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"{what} contains token id {bad}, outside the vocabulary 0..{vocab_size - 1}; "
-            "encode the text with the tokenizer the model was built for (vocab_size must match)"
-        )
-
-
-def _check_targets(targets: torch.Tensor, idx: torch.Tensor, vocab_size: int) -> None:
+def _check_targets(targets: torch.Tensor, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``targets`` as long ids after the checks (any integer dtype is accepted, as for ``idx``)."""
+    validate.token_ids(targets, vocab_size, name="targets", dims=idx.dim(), ignore_index=IGNORE_INDEX)
     if targets.shape != idx.shape:
         raise ValueError(
             f"targets must have the same shape as idx {tuple(idx.shape)} (one target id per position), "
             f"got {tuple(targets.shape)}"
         )
-    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
-        raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}; use targets.long()")
-    bad = (targets >= vocab_size) | ((targets < 0) & (targets != IGNORE_INDEX))
-    if bad.any():
-        value = int(targets[bad][0])
+    if bool((targets == IGNORE_INDEX).all()):
         raise ValueError(
-            f"targets contain {value}: use ids in 0..{vocab_size - 1}, or {IGNORE_INDEX} for positions the loss ignores"
+            f"every target is {IGNORE_INDEX} (ignored), so the loss would be 0/0 = nan; give at least one "
+            "position a real target id (for masked language modelling: mask at least one token)"
         )
+    return targets.long()
+
+
+def _check_config_sizes(config, names: tuple[str, ...]) -> None:
+    """The whole-number sizes, the divisibility of the width by the heads, the dropout and the flags."""
+    for name in names:
+        validate.positive_int(getattr(config, name), name)
+    if config.n_embd % config.n_head != 0:
+        raise ValueError(
+            f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head}): "
+            f"each head gets n_embd // n_head dimensions; try n_head={math.gcd(config.n_embd, config.n_head)}"
+        )
+    validate.probability(config.dropout, "dropout", hint="a fraction such as 0.1; 0 turns dropout off")
+    for name in ("bias", "causal", "norm_first"):
+        value = getattr(config, name, False)
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_model_config(config, expected: type) -> None:
+    if not isinstance(config, expected):
+        raise TypeError(
+            f"{expected.__name__[:-6]} is built from a {expected.__name__}, got {type(config).__name__}; "
+            f"use {expected.__name__[:-6]}({expected.__name__}(vocab_size=..., block_size=..., n_layer=..., "
+            "n_head=..., n_embd=...))"
+        )
+
+
+def _check_hidden(x, n_embd: int) -> None:
+    """Hidden states: a float tensor (..., n_embd)."""
+    if not torch.is_tensor(x) or not x.dtype.is_floating_point:
+        what = f"dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
+        raise TypeError(f"x must be a float tensor of vectors (B, T, n_embd), got {what}; embed token ids first")
+    if x.dim() < 1 or x.shape[-1] != n_embd:
+        raise ValueError(f"x must have shape (B, T, n_embd) with n_embd = {n_embd}, got {tuple(x.shape)}")
+
+
+def _mask_as_bool(attention_mask, idx: torch.Tensor) -> torch.Tensor:
+    """The (B, T) key mask as bool: True/1 = real token, False/0 = padding; other forms refused."""
+    if not torch.is_tensor(attention_mask):
+        raise TypeError(
+            f"attention_mask must be a tensor of shape {tuple(idx.shape)} (1 at real tokens, 0 at padding), "
+            f"got {type(attention_mask).__name__}; use torch.tensor(mask)"
+        )
+    if attention_mask.shape != idx.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of idx {tuple(idx.shape)} (1 at real tokens, 0 at padding), "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    if attention_mask.dtype == torch.bool:
+        return attention_mask
+    odd = (attention_mask != 0) & (attention_mask != 1)
+    if bool(odd.any()):
+        value = attention_mask[odd].flatten()[0].item()
+        if value < 0:
+            raise ValueError(
+                f"attention_mask holds {value:g}: that is the additive form (0 at real tokens, a large negative "
+                "number at padding), which this model does not take; pass 1 at real tokens and 0 at padding, "
+                "e.g. attention_mask == 0"
+            )
+        raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (real token), got {value:g}")
+    return attention_mask == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,11 +139,14 @@ class MLP(nn.Module):
 
     def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
+        validate.positive_int(n_embd, "n_embd")
+        validate.probability(dropout, "dropout")
         self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)  # expand
         self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)  # project back to the residual stream
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_hidden(x, self.fc.in_features)
         return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, d) -> (B, T, 4d) -> (B, T, d)
 
 
@@ -123,6 +161,8 @@ class Block(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, norm_first: bool = True):
         super().__init__()
+        validate.positive_int(n_embd, "n_embd")
+        validate.probability(dropout, "dropout")
         self.norm_first = norm_first
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = MultiHeadAttention(n_embd, n_head, dropout=dropout, bias=bias)
@@ -133,6 +173,7 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        _check_hidden(x, self.ln_1.normalized_shape[0])
         if self.norm_first:  # pre-LN: the residual stream x itself is never normalised
             attended, weights = self.attn(self.ln_1(x), mask=mask, is_causal=is_causal, need_weights=need_weights)
             x = x + self.attn_dropout(attended)  # (B, T, d)
@@ -186,17 +227,7 @@ class GPTConfig:
     causal: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                f"each head gets n_embd // n_head dimensions; try n_head={math.gcd(self.n_embd, self.n_head)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_config_sizes(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
 
 
 def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> int:
@@ -209,6 +240,8 @@ def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> in
     ``non_embedding=True`` leaves out the token and position embeddings (the
     N of scaling laws, Kaplan et al. 2020).
     """
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"gpt_num_params_formula takes a GPTConfig, got {type(config).__name__}")
     V, T, L, d = config.vocab_size, config.block_size, config.n_layer, config.n_embd
     per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
     final_norm = 2 * d if config.bias else d
@@ -228,6 +261,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
+        _check_model_config(config, GPTConfig)
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # (V, d)
         self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # (T_max, d), learned
@@ -245,9 +279,9 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False
     ) -> tuple:
         config = self.config
-        check_token_ids(idx, config.vocab_size, config.block_size)
+        idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         if targets is not None:
-            _check_targets(targets, idx, config.vocab_size)
+            targets = _check_targets(targets, idx, config.vocab_size)
         B, T = idx.shape
         positions = torch.arange(T, device=idx.device)  # (T,)
         x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, d)
@@ -289,7 +323,7 @@ class GPT(nn.Module):
         for weights). ``training=False`` gives the forward pass alone.
         """
         config = self.config
-        T = config.block_size if context is None else context
+        T = config.block_size if context is None else validate.positive_int(context, "context")
         L, d, V = config.n_layer, config.n_embd, config.vocab_size
         forward = 2 * (12 * L * d * d + V * d) + 4 * L * T * d
         return 3 * forward if training else forward
@@ -328,20 +362,17 @@ class BERTConfig:
     pooling: str = "first"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.n_segments < 0:
-            raise ValueError(f"n_segments must be >= 0, got {self.n_segments}")
-        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary 0..{self.vocab_size - 1}")
-        if self.pooling not in ("first", "mean"):
-            raise ValueError(f"pooling must be 'first' or 'mean', got {self.pooling!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_config_sizes(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
+        validate.positive_int(self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes")
+        validate.nonnegative_int(self.n_segments, "n_segments", hint="2 for sentence pairs, 0 for none")
+        if self.pad_id is not None:
+            validate.nonnegative_int(self.pad_id, "pad_id", hint="the padding token's id, or None for no padding")
+            if self.pad_id >= self.vocab_size:
+                raise ValueError(
+                    f"pad_id {self.pad_id} is outside the vocabulary 0..{self.vocab_size - 1}; "
+                    "use the tokenizer's padding id (or None for no padding)"
+                )
+        validate.one_of(self.pooling, "pooling", ("first", "mean"))
 
 
 class BERT(nn.Module):
@@ -360,6 +391,7 @@ class BERT(nn.Module):
 
     def __init__(self, config: BERTConfig):
         super().__init__()
+        _check_model_config(config, BERTConfig)
         self.config = config
         d = config.n_embd
         self.token_embedding = nn.Embedding(config.vocab_size, d)
@@ -383,20 +415,25 @@ class BERT(nn.Module):
         _init_weights(self, config.n_layer)
 
     def _attention_mask(self, idx: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """(B, 1, 1, T) bool, True at real tokens, from ``attention_mask`` (B, T) or from ``pad_id``."""
+        """(B, 1, 1, T) bool, True at real tokens, from ``attention_mask`` (B, T) or from ``pad_id``.
+
+        ``attention_mask`` has one documented form: True/1 at real tokens, False/0 at
+        padding (bool, or an integer or float tensor of 0s and 1s, as Hugging Face's
+        tokenizers return it). The *additive* form that some libraries pass to
+        attention (0 at real tokens, -inf or -10000 at padding) is refused, since
+        reading it as booleans would invert it.
+        """
         if attention_mask is not None:
-            if attention_mask.shape != idx.shape:
-                raise ValueError(
-                    f"attention_mask must have the shape of idx {tuple(idx.shape)} (True/1 at real tokens), "
-                    f"got {tuple(attention_mask.shape)}"
-                )
-            real = attention_mask.bool()
+            real, why = _mask_as_bool(attention_mask, idx), "its attention_mask has no 1"
         elif self.config.pad_id is not None:
-            real = idx != self.config.pad_id  # (B, T)
+            real = padding_mask(idx, self.config.pad_id)[:, 0, 0, :]  # (B, T)
+            why = f"it holds only pad_id={self.config.pad_id}"
         else:
             return None
-        if not real.any(dim=1).all():
-            raise ValueError("a sequence in the batch is all padding; give every sequence at least one real token")
+        empty = ~real.any(dim=1)
+        if bool(empty.any()):
+            row = int(empty.nonzero()[0, 0])
+            raise ValueError(f"sequence {row} of the batch is all padding ({why}); give every sequence at least one real token")
         return real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
 
     def encode(
@@ -408,7 +445,7 @@ class BERT(nn.Module):
     ) -> tuple[torch.Tensor, list, torch.Tensor | None]:
         """Contextual vectors (B, T, d) for every position, the attention weights, and the key mask."""
         config = self.config
-        check_token_ids(idx, config.vocab_size, config.block_size)
+        idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         B, T = idx.shape
         mask = self._attention_mask(idx, attention_mask)
         positions = torch.arange(T, device=idx.device)
@@ -416,11 +453,15 @@ class BERT(nn.Module):
         if self.segment_embedding is not None:
             if segment_ids is None:
                 segment_ids = torch.zeros_like(idx)
-            if segment_ids.shape != idx.shape or int(segment_ids.min()) < 0 or int(segment_ids.max()) >= config.n_segments:
+            if not torch.is_tensor(segment_ids) or segment_ids.shape != idx.shape:
+                shape = tuple(segment_ids.shape) if torch.is_tensor(segment_ids) else type(segment_ids).__name__
                 raise ValueError(
-                    f"segment_ids must have the shape of idx {tuple(idx.shape)} with values in 0..{config.n_segments - 1}"
+                    f"segment_ids must be a tensor of the shape of idx {tuple(idx.shape)} (one segment per position), "
+                    f"got {shape}"
                 )
-            x = x + self.segment_embedding(segment_ids)
+            validate.class_ids(segment_ids.flatten(), config.n_segments, batch_size=segment_ids.numel(), name="segment_ids",
+                               count_name="n_segments")
+            x = x + self.segment_embedding(segment_ids.long())
         elif segment_ids is not None:
             raise ValueError("segment_ids given but the model has no segment embedding: build it with n_segments=2")
         x = self.dropout(self.ln_embedding(x))
@@ -439,8 +480,8 @@ class BERT(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> tuple:
         if targets is not None:
-            check_token_ids(idx, self.config.vocab_size, self.config.block_size)
-            _check_targets(targets, idx, self.config.vocab_size)
+            validate.token_ids(idx, self.config.vocab_size, block_size=self.config.block_size)
+            targets = _check_targets(targets, idx, self.config.vocab_size)
         hidden, attentions, _ = self.encode(idx, segment_ids, attention_mask, return_attention)
         logits = self.mlm_head(self.mlm_norm(F.gelu(self.mlm_transform(hidden))))  # (B, T, V)
         loss = None
@@ -468,8 +509,7 @@ class BERT(nn.Module):
         logits = self.classifier(self.dropout(torch.tanh(self.pooler(pooled))))
         loss = None
         if labels is not None:
-            if labels.shape != (idx.shape[0],):
-                raise ValueError(f"labels must have shape ({idx.shape[0]},), one class per sequence, got {tuple(labels.shape)}")
+            labels = validate.class_ids(labels, self.config.num_classes, batch_size=idx.shape[0]).long()
             loss = F.cross_entropy(logits.float(), labels)
         return logits, loss
 
@@ -484,7 +524,7 @@ class BERT(nn.Module):
     def flops_per_token(self, context: int | None = None, training: bool = True) -> int:
         """As :meth:`GPT.flops_per_token`, plus the MLM transform (d²): 2·(12·L·d² + d² + V·d) + 4·L·T·d forward."""
         config = self.config
-        T = config.block_size if context is None else context
+        T = config.block_size if context is None else validate.positive_int(context, "context")
         L, d, V = config.n_layer, config.n_embd, config.vocab_size
         forward = 2 * (12 * L * d * d + d * d + V * d) + 4 * L * T * d
         return 3 * forward if training else forward

@@ -19,10 +19,54 @@ from typing import Any
 
 import numpy as np
 
+from . import validate
+
 __all__ = ["NGramLM", "BOS", "EOS"]
 
 BOS = "<s>"  # begin of sequence: fills the context before the first token, never predicted
 EOS = "</s>"  # end of sequence: predicted after the last token, part of the vocabulary
+
+
+def _sorted_vocabulary(sequences: list[list]) -> list:
+    """The distinct tokens in sorted order (BOS and EOS left out), with clear errors for odd tokens."""
+    try:
+        distinct = set().union(*map(set, sequences))
+    except TypeError:
+        bad = next(t for s in sequences for t in s if not _hashable(t))
+        raise TypeError(
+            f"tokens must be strings (or other hashable values), got {type(bad).__name__} {bad!r:.40}; "
+            "for a list of sentences use fit_many"
+        ) from None
+    distinct -= {BOS, EOS}
+    try:
+        return sorted(distinct)
+    except TypeError:
+        kinds = sorted({type(t).__name__ for t in distinct})
+        raise TypeError(
+            f"tokens must all be of one kind to be sorted into a vocabulary, got a mix of {', '.join(kinds)}; "
+            "convert them, e.g. with [str(t) for t in tokens]"
+        ) from None
+
+
+def _as_tokens(tokens, name: str):
+    """``tokens`` as a str (kept) or a list of hashable tokens; clear errors for anything else."""
+    if isinstance(tokens, str):
+        return tokens
+    if not isinstance(tokens, (Sequence, np.ndarray)):
+        raise TypeError(f"{name} must be a string or a list of tokens, got {type(tokens).__name__} {tokens!r:.40}")
+    tokens = list(tokens)
+    for token in tokens:
+        if not _hashable(token):
+            raise TypeError(f"{name} must hold tokens such as strings, got {type(token).__name__} {token!r:.40}")
+    return tokens
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 class NGramLM:
@@ -49,16 +93,16 @@ class NGramLM:
         discount: float | None = None,
         pad: bool = True,
     ):
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive integer (1 = unigram, 2 = bigram, ...), got {n!r}")
-        if smoothing not in ("add-k", "kneser-ney"):
-            raise ValueError(f"smoothing must be 'add-k' or 'kneser-ney', got {smoothing!r}")
-        if smoothing == "add-k" and not k >= 0:
-            raise ValueError(f"k must be >= 0 for add-k smoothing, got {k!r}")
-        if discount is not None and not 0 < discount < 1:
-            raise ValueError(f"the Kneser-Ney discount must lie strictly between 0 and 1, got {discount!r}")
-        self.n = int(n)
-        self.k = float(k)
+        n = validate.positive_int(n, "n", hint="1 = unigram, 2 = bigram, ...")
+        validate.one_of(smoothing, "smoothing", ("add-k", "kneser-ney"))
+        k = validate.finite_float(k, "k", low=0.0, hint="the count added to every n-gram by add-k smoothing; 1 = Laplace")
+        if discount is not None:
+            discount = validate.finite_float(discount, "discount", low=0.0, high=1.0, low_inclusive=False,
+                                             high_inclusive=False, hint="the Kneser-Ney discount D; None estimates it")
+        if not isinstance(pad, bool):
+            raise TypeError(f"pad must be True or False, got {pad!r}")
+        self.n = n
+        self.k = k
         self.smoothing = smoothing
         self.fixed_discount = discount
         self.pad = pad
@@ -67,17 +111,29 @@ class NGramLM:
     # ------------------------------------------------------------------ fitting
     def fit(self, tokens: Sequence[Any]) -> "NGramLM":
         """Count the n-grams of one token sequence (a string counts character by character)."""
+        if not isinstance(tokens, (Sequence, np.ndarray)):
+            raise TypeError(f"fit takes a string or a list of tokens, got {type(tokens).__name__} {tokens!r:.40}")
         return self.fit_many([tokens])
 
     def fit_many(self, sequences: Sequence[Sequence[Any]]) -> "NGramLM":
         """Count the n-grams of several sequences (sentences, poems), each padded on its own."""
         if isinstance(sequences, str):
             raise ValueError("fit_many takes a list of sequences; for one string use fit(text)")
+        try:
+            sequences = list(sequences)
+        except TypeError:
+            raise TypeError(f"fit_many takes a list of token sequences, got {type(sequences).__name__}") from None
+        for sequence in sequences:
+            if not isinstance(sequence, (Sequence, np.ndarray)):
+                raise TypeError(
+                    f"each sequence must be a string or a list of tokens, got {type(sequence).__name__} {sequence!r:.40}"
+                    "; to fit one sequence use fit(tokens)"
+                )
         self._text_input = len(sequences) > 0 and all(isinstance(s, str) for s in sequences)
         sequences = [list(s) for s in sequences]
         if not sequences or sum(len(s) for s in sequences) == 0:
             raise ValueError("cannot fit an n-gram model on empty input: give it at least one token")
-        vocab = sorted(set().union(*map(set, sequences)) - {BOS, EOS})
+        vocab = _sorted_vocabulary(sequences)
         # Ids 0..V-1 are the tokens that can be predicted (EOS included when padding); id V is BOS.
         self.vocab = ([EOS] if self.pad else []) + vocab
         self.token_to_id = {t: i for i, t in enumerate(self.vocab)}
@@ -122,8 +178,8 @@ class NGramLM:
         highest order gives all of them: ``lm.derive(n=3, smoothing="add-k", k=0.1)``.
         """
         self._check_fitted()
-        n = self.n if n is None else n
-        if not isinstance(n, (int, np.integer)) or not 1 <= n <= self.n:
+        n = self.n if n is None else validate.positive_int(n, "n")
+        if not 1 <= n <= self.n:
             raise ValueError(f"a derived model needs 1 <= n <= {self.n} (the order that was counted), got {n!r}")
         model = NGramLM(
             n,
@@ -206,11 +262,13 @@ class NGramLM:
         """The last n-1 context tokens as ids (BOS-padded on the left; unknown tokens become -1)."""
         if self.n == 1:
             return []
-        if isinstance(context, str) and self._text_input:
+        if context is None:
+            context = []
+        elif isinstance(context, str) and self._text_input:
             context = list(context)
         elif isinstance(context, str):
             context = [context]
-        context = list(context)[-(self.n - 1):] if context else []
+        context = _as_tokens(context, "context")[-(self.n - 1):]
         ids = [self.token_to_id.get(t, -1) if t != BOS else self.bos_id for t in context]
         fill = self.bos_id if self.pad else -1
         return [fill] * (self.n - 1 - len(ids)) + ids
@@ -273,6 +331,8 @@ class NGramLM:
         return probability
 
     def _token_id(self, token) -> int:
+        if not _hashable(token):
+            raise TypeError(f"a token must be a string (or another hashable value), got {type(token).__name__} {token!r:.40}")
         if token == BOS:
             raise ValueError(f"{BOS} only fills the context before a sequence; the model never predicts it")
         if token not in self.token_to_id:
@@ -307,8 +367,7 @@ class NGramLM:
     def log_probs(self, tokens: Sequence[Any]) -> np.ndarray:
         """ln P(w_t | history) for every token of ``tokens`` (and ``</s>`` at the end when padding)."""
         self._check_fitted()
-        if not isinstance(tokens, str):
-            tokens = list(tokens)
+        tokens = _as_tokens(tokens, "tokens")
         if len(tokens) == 0:
             raise ValueError("cannot score an empty sequence: give it at least one token")
         ids = self._ids(tokens)
@@ -332,10 +391,8 @@ class NGramLM:
     def coverage(self, tokens: Sequence[Any], order: int | None = None) -> float:
         """The fraction of the ``order``-grams of ``tokens`` (default n) that occurred in training."""
         self._check_fitted()
-        order = self.n if order is None else order
-        if not 1 <= order <= self.n:
-            raise ValueError(f"order must be between 1 and n = {self.n}, got {order}")
-        ids = np.array([self.token_to_id.get(t, -1) for t in tokens], dtype=np.int64)
+        order = self._check_order(order)
+        ids = np.array([self.token_to_id.get(t, -1) for t in _as_tokens(tokens, "tokens")], dtype=np.int64)
         if len(ids) < order:
             raise ValueError(f"need at least {order} tokens to count {order}-grams, got {len(ids)}")
         index = np.zeros(len(ids), dtype=np.int64)
@@ -344,12 +401,16 @@ class NGramLM:
             index = np.where(ids >= 0, self._lookup(j, previous, np.maximum(ids, 0)), -1)
         return float(np.mean(index[order - 1:] >= 0))
 
+    def _check_order(self, order) -> int:
+        order = self.n if order is None else validate.positive_int(order, "order")
+        if order > self.n:
+            raise ValueError(f"order must be between 1 and n = {self.n} (the order that was counted), got {order}")
+        return order
+
     def counts_table(self, order: int | None = None) -> dict[tuple, int]:
         """The raw counts of the ``order``-grams as {(w1, ..., wm): count} (for small examples)."""
         self._check_fitted()
-        order = self.n if order is None else order
-        if not 1 <= order <= self.n:
-            raise ValueError(f"order must be between 1 and n = {self.n}, got {order}")
+        order = self._check_order(order)
         names = self.vocab + [BOS]
         grams = [()]
         for m in range(1, order + 1):
@@ -365,17 +426,25 @@ class NGramLM:
         model fitted on a string, else a list of tokens; the prompt is not included.
         """
         self._check_fitted()
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        validate.nonnegative_int(max_tokens, "max_tokens")
+        temperature = validate.finite_float(temperature, "temperature", low=0.0, low_inclusive=False,
+                                            hint="1 samples from the model; smaller values are greedier")
+        if generator is not None and not isinstance(generator, np.random.Generator):
+            raise TypeError(
+                f"generator must be a numpy.random.Generator, got {type(generator).__name__}; "
+                "use numpy.random.default_rng(seed) or pass seed="
+            )
+        if seed is not None:
+            validate.nonnegative_int(seed, "seed")
         rng = generator if generator is not None else np.random.default_rng(seed)
-        history = list(prompt)
+        history = list(_as_tokens(prompt, "prompt"))
         output = []
         for _ in range(max_tokens):
             p = self.distribution(history)
-            if temperature != 1.0:
-                p = p ** (1.0 / temperature)
+            if temperature != 1.0:  # p ** (1/T), renormalised, computed in logs so a tiny T does not give 0/0
+                with np.errstate(divide="ignore"):
+                    scaled = np.log(p) / temperature
+                p = np.exp(scaled - scaled.max())
                 p = p / p.sum()
             token = self.vocab[rng.choice(len(p), p=p)]
             if self.pad and token == EOS:

@@ -20,7 +20,15 @@ def show_source(obj: Any):
     """
     from IPython.display import Code
 
-    source = inspect.getsource(obj)
+    try:
+        source = inspect.getsource(obj)
+    except TypeError:
+        raise TypeError(
+            f"show_source shows Python source; {obj!r} is a {type(obj).__name__} with none (a built-in or "
+            "C function, or an instance): pass a function, class or method of llmbook"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"no source found for {obj!r}: {error}") from None
     return Code(inspect.cleandoc("\n" + source) if source.startswith((" ", "\t")) else source, language="python")
 
 
@@ -31,6 +39,8 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     number to the page. Outside the book build (Colab, JupyterLab) myst-nb may
     be missing; then this does nothing.
     """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"glue needs a non-empty string name, got {name!r}")
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

@@ -12,9 +12,60 @@ import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from numbers import Integral
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from . import validate
+
 __all__ = ["CharTokenizer", "WordTokenizer", "BPETokenizer", "STOP_WORDS", "GPT2_STYLE_PATTERN", "get_pair_counts", "merge"]
+
+
+def _check_text(text, where: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{where} expects a str, got {type(text).__name__}" + (
+            "; decode bytes first with text.decode('utf-8')" if isinstance(text, bytes) else ""))
+    return text
+
+
+def _ids_to_decode(ids, vocab_size: int) -> list[int]:
+    """``ids`` (a list, NumPy array or tensor of token ids) as a list of ints, each checked against the vocabulary.
+
+    Negative ids are refused rather than read Python's way (-1 = the last entry), so a
+    target of -100 ("ignore this position") cannot print as a word.
+    """
+    if isinstance(ids, Iterator):  # a generator of ids: read it once
+        ids = list(ids)
+    if not (torch.is_tensor(ids) or isinstance(ids, (np.ndarray, list, tuple, range))):  # sets have no order
+        fix = "to turn text into ids use encode" if isinstance(ids, (str, bytes)) else "pass the ids in order, as a list"
+        raise TypeError(
+            f"decode expects a sequence of token ids (a list, array or 1-D tensor), got {type(ids).__name__} "
+            f"{ids!r:.60}; {fix}"
+        )
+    if not torch.is_tensor(ids):
+        if len(ids) == 0:
+            return []
+        if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids) and 0 <= min(ids) and max(ids) < vocab_size:
+            return list(ids)  # the common case, checked without building a tensor
+        try:
+            ids = torch.as_tensor(np.asarray(ids))
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            if all(type(i) is int for i in ids):  # ints too large for any tensor
+                raise ValueError(f"ids contain a token id outside the vocabulary 0..{vocab_size - 1}: {max(ids)}") from None
+            raise TypeError(f"decode expects whole-number token ids, got {list(ids)!r:.80}") from None
+    if ids.numel() == 0:
+        return []
+    try:
+        validate.token_ids(ids, vocab_size, name="ids", dims=1)
+    except ValueError as error:
+        if ids.dim() == 1 and not ids.dtype.is_floating_point and bool((ids < 0).any()):
+            raise ValueError(f"{error}; negative ids such as -100 mark ignored targets, not tokens: drop them "
+                             "before decoding, e.g. ids[ids >= 0]") from None
+        raise
+    return ids.tolist()
 
 
 class CharTokenizer:
@@ -26,14 +77,25 @@ class CharTokenizer:
     """
 
     def __init__(self, chars: list[str]):
-        if len(set(chars)) != len(chars):
-            raise ValueError("CharTokenizer vocabulary has repeated characters")
+        if isinstance(chars, (str, bytes)) or not isinstance(chars, (list, tuple)):
+            raise TypeError(f"chars must be a list of single characters, got {type(chars).__name__}; "
+                            "for the characters of a text use CharTokenizer.train(text)")
+        for c in chars:
+            if not isinstance(c, str) or len(c) != 1:
+                raise ValueError(f"chars must be single characters, got {c!r}; CharTokenizer has one token per character")
+        repeated = [c for c, n in Counter(chars).items() if n > 1]
+        if repeated:
+            raise ValueError(
+                f"CharTokenizer vocabulary has repeated characters {repeated[:10]}: each character needs exactly "
+                "one id; remove the duplicates (CharTokenizer.train(text) does)"
+            )
         self.chars = list(chars)
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
     def train(cls, text: str) -> "CharTokenizer":
         """The vocabulary of ``text``: its distinct characters in sorted order."""
+        _check_text(text, "CharTokenizer.train")
         if not text:
             raise ValueError("cannot build a CharTokenizer from empty text")
         return cls(sorted(set(text)))
@@ -43,6 +105,7 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        _check_text(text, "CharTokenizer.encode")
         try:
             return [self.stoi[c] for c in text]
         except KeyError as error:
@@ -52,21 +115,19 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids) -> str:
-        try:
-            return "".join(self.chars[int(i)] for i in ids)
-        except IndexError:
-            bad = next(int(i) for i in ids if not 0 <= int(i) < self.vocab_size)
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})") from None
+        chars = self.chars
+        return "".join(chars[i] for i in _ids_to_decode(ids, self.vocab_size))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
-        state = json.loads(Path(path).read_text(encoding="utf-8"))
-        if state.get("type") != "char":
-            raise ValueError(f"{path} does not hold a CharTokenizer (type={state.get('type')!r})")
-        return cls(state["chars"])
+        state = _read_state(path, "char", ["chars"])
+        try:
+            return cls(state["chars"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path} is not a consistent CharTokenizer file: {error}") from None
 
 
 # --------------------------------------------------------------------------- words
@@ -109,8 +170,16 @@ class WordTokenizer:
         stop_words=None,
         keep_punctuation: bool = True,
     ):
-        if normalization not in (None, "NFC", "NFD", "NFKC", "NFKD"):
-            raise ValueError(f"normalization must be None, 'NFC', 'NFD', 'NFKC' or 'NFKD', got {normalization!r}")
+        validate.one_of(normalization, "normalization", (None, "NFC", "NFD", "NFKC", "NFKD"))
+        if isinstance(stop_words, (str, bytes)):
+            raise TypeError(
+                f"stop_words must be a collection of words, got the string {stop_words!r}, which would be read as "
+                f"its characters; use stop_words={[stop_words]!r}"
+            )
+        for name, value in (("lowercase", lowercase), ("remove_stop_words", remove_stop_words),
+                            ("keep_punctuation", keep_punctuation)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         self.lowercase = lowercase
         self.normalization = normalization
         self.remove_stop_words = remove_stop_words
@@ -140,12 +209,18 @@ class WordTokenizer:
     def train(cls, text: str, vocab_size: int | None = None, min_count: int = 1, **options) -> "WordTokenizer":
         """A vocabulary of the most frequent words of ``text`` (``<unk>`` takes id 0 and every other word)."""
         tokenizer = cls(**options)
+        if vocab_size is not None:
+            validate.positive_int(vocab_size, "vocab_size", minimum=2, hint="<unk> and at least one word")
+        validate.positive_int(min_count, "min_count", hint="1 keeps every word seen")
         counts = Counter(tokenizer.tokenize(text))
         if not counts:
             raise ValueError("cannot build a WordTokenizer vocabulary from text with no words")
-        if vocab_size is not None and vocab_size < 2:
-            raise ValueError(f"vocab_size must be at least 2 (<unk> and one word), got {vocab_size}")
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        if not ranked:
+            raise ValueError(
+                f"min_count={min_count} leaves no word in the vocabulary (the most frequent word occurs "
+                f"{max(counts.values())} times), so every word would encode as <unk>; lower min_count"
+            )
         if vocab_size is not None:
             ranked = ranked[: vocab_size - 1]
         tokenizer.words = [cls.UNK] + ranked
@@ -163,11 +238,10 @@ class WordTokenizer:
 
     def decode(self, ids) -> str:
         """Words joined by spaces: word tokenization loses the original spacing (and unknown words)."""
-        try:
-            return " ".join(self.words[int(i)] for i in ids)
-        except IndexError:
-            bad = next(int(i) for i in ids if not 0 <= int(i) < self.vocab_size)
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})") from None
+        if not self.words:
+            raise RuntimeError("this WordTokenizer has no vocabulary yet: use WordTokenizer.train(text)")
+        words = self.words
+        return " ".join(words[i] for i in _ids_to_decode(ids, self.vocab_size))
 
     def save(self, path: str | Path) -> None:
         state = {"type": "word", "lowercase": self.lowercase, "normalization": self.normalization,
@@ -178,9 +252,18 @@ class WordTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "WordTokenizer":
         state = _read_state(path, "word", ["words", "lowercase", "normalization"])
-        tokenizer = cls(state["lowercase"], state["normalization"], state.get("remove_stop_words", False),
-                        state.get("stop_words"), state.get("keep_punctuation", True))
-        tokenizer.words = list(state["words"])
+        words = state["words"]
+        try:
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise ValueError(f"words must be a list of strings, got {words!r:.60}")
+            repeated = [w for w, n in Counter(words).items() if n > 1]
+            if repeated:
+                raise ValueError(f"the vocabulary repeats {repeated[:10]}")
+            tokenizer = cls(state["lowercase"], state["normalization"], state.get("remove_stop_words", False),
+                            state.get("stop_words"), state.get("keep_punctuation", True))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path} is not a consistent WordTokenizer file: {error}; save the tokenizer again") from None
+        tokenizer.words = list(words)
         tokenizer.stoi = {w: i for i, w in enumerate(tokenizer.words)}
         return tokenizer
 
@@ -191,6 +274,8 @@ def _read_state(path: str | Path, kind: str, keys: list[str]) -> dict:
         state = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"no tokenizer file at {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory; give the path of the tokenizer's .json file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a valid tokenizer file (corrupt JSON: {error}); save the tokenizer again") from None
     if not isinstance(state, dict) or state.get("type") != kind:
@@ -210,6 +295,87 @@ def _read_state(path: str | Path, kind: str, keys: list[str]) -> dict:
 GPT2_STYLE_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 )
+
+
+# Patterns written for (and tested with) the standard library's `re`: they run in linear time on any text.
+# Any other pattern (a user's, or one read from a tokenizer file) runs on the `regex` package with a time
+# bound, since a pattern with nested repeats such as (?:a|a)+$ can backtrack for hours on a short text.
+_TRUSTED_PATTERNS = frozenset({GPT2_STYLE_PATTERN})
+PATTERN_SECONDS = 1.0  # time bound for an untrusted pattern: this many seconds, plus 20 µs per character
+
+
+class _Pattern:
+    """A pre-tokenization pattern with clear errors: invalid, capturing groups, text it drops, or too slow."""
+
+    def __init__(self, pattern: str):
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"pattern must be a non-empty regular expression (a str), got {pattern!r}")
+        self.pattern = pattern
+        self.trusted = pattern in _TRUSTED_PATTERNS
+        if self.trusted:
+            engine, errors = re, (re.error,)
+        else:
+            try:
+                import regex as engine
+            except ImportError:  # pragma: no cover - regex is a dependency of llmbook
+                raise ImportError("a custom BPE pattern runs with a time bound on the `regex` package: pip install regex") from None
+            errors = (engine.error, re.error)
+        try:
+            self.compiled = engine.compile(pattern)
+        except errors as error:
+            raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {error}") from None
+        if self.compiled.groups:
+            raise ValueError(
+                f"pattern {pattern!r} has {self.compiled.groups} capturing group(s), which would make findall return "
+                "the groups instead of the chunks; write each group as (?:...)"
+            )
+
+    def split(self, text: str) -> list[str]:
+        """The chunks of ``text``; every character must land in a chunk (else it would vanish from the ids)."""
+        if self.trusted:
+            chunks = self.compiled.findall(text)
+        else:
+            limit = PATTERN_SECONDS + 2e-5 * len(text)
+            try:
+                chunks = self.compiled.findall(text, timeout=limit)
+            except TimeoutError:
+                raise ValueError(
+                    f"the tokenizer's pattern {self.pattern!r} ran for more than {limit:.1f} s on a text of "
+                    f"{len(text)} characters and was stopped: it backtracks catastrophically (nested repeats such "
+                    "as (?:a|a)+ or (?:a+)+b); use a pattern without nested repeats, such as "
+                    "llmbook.tokenizers.GPT2_STYLE_PATTERN"
+                ) from None
+        if sum(map(len, chunks)) != len(text):
+            position = 0
+            for match in self.compiled.finditer(text):
+                if match.start() > position:
+                    break
+                position = max(position, match.end())
+            raise ValueError(
+                f"pattern {self.pattern!r} does not cover the text: character {text[position]!r} at position "
+                f"{position} matches none of its alternatives, so it would be dropped from the encoding; end the "
+                r"pattern with an alternative that matches anything, e.g. |\s+|."
+            )
+        return chunks
+
+
+def _check_special_tokens(special_tokens) -> list[str]:
+    if isinstance(special_tokens, (str, bytes)):
+        raise TypeError(
+            f"special_tokens must be a list of strings, got the string {special_tokens!r}, which would become "
+            f"{len(special_tokens)} one-character tokens; use special_tokens=[{special_tokens!r}]"
+        )
+    try:
+        special_tokens = list(special_tokens)
+    except TypeError:
+        raise TypeError(f"special_tokens must be a list of strings, got {type(special_tokens).__name__}") from None
+    for token in special_tokens:
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
+    repeated = [t for t, n in Counter(special_tokens).items() if n > 1]
+    if repeated:
+        raise ValueError(f"special token {repeated[0]!r} is listed twice; list each special token once")
+    return special_tokens
 
 
 def get_pair_counts(ids, counts=None) -> dict:
@@ -248,23 +414,23 @@ class BPETokenizer:
     """
 
     def __init__(self, merges=(), special_tokens=(), pattern: str = GPT2_STYLE_PATTERN):
+        self._pattern = _Pattern(pattern)
         self.pattern = pattern
-        self._regex = re.compile(pattern)
+        special_tokens = _check_special_tokens(special_tokens)
         self.merges: dict[tuple[int, int], int] = {}
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
-        for (a, b) in merges:
-            a, b = int(a), int(b)
+        for pair in merges:
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(isinstance(x, Integral) and not isinstance(x, bool) for x in pair)):
+                raise ValueError(f"each merge must be a pair of token ids (a, b), got {pair!r}")
+            a, b = int(pair[0]), int(pair[1])
             if a not in self.vocab or b not in self.vocab:
                 raise ValueError(f"merge ({a}, {b}) uses an id that is not defined before it")
             new_id = len(self.vocab)
             self.merges[(a, b)] = new_id
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
         self.special_tokens: dict[str, int] = {}
-        for token in special_tokens:
-            if not isinstance(token, str) or not token:
-                raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
-            if token in self.special_tokens:
-                raise ValueError(f"special token {token!r} is listed twice")
+        for token in special_tokens:  # distinct, non-empty strings (checked above)
             self.special_tokens[token] = len(self.vocab) + len(self.special_tokens)
         self.special_ids = {i: t for t, i in self.special_tokens.items()}
         self._special_regex = (
@@ -284,23 +450,25 @@ class BPETokenizer:
         pair (ties: the smallest pair of ids) and updates the pair counts only in the chunks
         that contain it, so a merge costs time proportional to where it occurs, not to the text.
         """
-        special_tokens = list(special_tokens)
-        if not isinstance(text, str) or not text:
+        special_tokens = _check_special_tokens(special_tokens)
+        _check_text(text, "BPETokenizer.train")
+        if not text:
             raise ValueError("cannot train a BPE tokenizer on empty text")
+        validate.positive_int(vocab_size, "vocab_size", hint="256 byte tokens + merges + special tokens")
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
             raise ValueError(
                 f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} "
                 f"special tokens alone need {256 + len(special_tokens)}"
             )
-        regex = re.compile(pattern)
+        splitter_pattern = _Pattern(pattern)
         pieces = [text]
         if special_tokens:  # never learn merges across (or inside) special tokens
             splitter = re.compile("|".join(re.escape(t) for t in sorted(special_tokens, key=len, reverse=True)))
             pieces = splitter.split(text)
         chunk_counts = Counter()
         for piece in pieces:
-            chunk_counts.update(regex.findall(piece))
+            chunk_counts.update(splitter_pattern.split(piece))
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # unique chunks as byte ids
         frequencies = list(chunk_counts.values())
 
@@ -355,6 +523,10 @@ class BPETokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes a token stands for (a special token: its UTF-8 text)."""
+        if torch.is_tensor(token_id) and token_id.numel() == 1 and not token_id.dtype.is_floating_point:
+            token_id = token_id.item()
+        if isinstance(token_id, bool) or not isinstance(token_id, Integral):
+            raise TypeError(f"token_id must be one whole-number token id, got {token_id!r}")
         token_id = int(token_id)
         if token_id in self.vocab:
             return self.vocab[token_id]
@@ -384,8 +556,9 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` treating special-token strings as plain text."""
+        _check_text(text, "BPETokenizer.encode_ordinary")
         ids = []
-        for chunk in self._regex.findall(text):
+        for chunk in self._pattern.split(text):
             ids.extend(self._encode_chunk(chunk))
         return ids
 
@@ -393,6 +566,11 @@ class BPETokenizer:
         """Token ids of ``text``; special tokens (``allowed_special``: "all", "none" or a set) become one id."""
         if not isinstance(text, str):
             raise TypeError(f"BPETokenizer.encode expects a str, got {type(text).__name__}")
+        if isinstance(allowed_special, str) and allowed_special not in ("all", "none"):
+            raise ValueError(
+                f"allowed_special must be 'all', 'none' or a set of special tokens, got the string {allowed_special!r}; "
+                f"for one token write allowed_special={{{allowed_special!r}}}"
+            )
         if allowed_special == "none" or self._special_regex is None:
             return self.encode_ordinary(text)
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
@@ -409,7 +587,10 @@ class BPETokenizer:
 
     def decode(self, ids, errors: str = "replace") -> str:
         """The text of ``ids``; byte sequences that are not valid UTF-8 (a cut token list) become U+FFFD."""
-        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors=errors)
+        validate.one_of(errors, "errors", ("replace", "strict", "ignore", "backslashreplace"))
+        vocab, special = self.vocab, self.special_ids  # every id is checked: it is in one of the two
+        pieces = [vocab.get(i) or special[i].encode("utf-8") for i in _ids_to_decode(ids, self.vocab_size)]
+        return b"".join(pieces).decode("utf-8", errors=errors)
 
     # ---------------------------------------------------------------- saving
     def save(self, path: str | Path) -> None:
@@ -428,7 +609,7 @@ class BPETokenizer:
             raise ValueError(f"{path} has malformed merges (expected a list of [id, id] pairs); save the tokenizer again")
         try:
             return cls(merges, state["special_tokens"], state["pattern"])
-        except (ValueError, re.error) as error:
+        except (ValueError, TypeError) as error:
             raise ValueError(f"{path} is not a consistent BPE tokenizer file: {error}") from None
 
     def __repr__(self) -> str:

@@ -166,3 +166,30 @@ def token_ids(
             "encode the text with the tokenizer the model was built for (its vocab_size must match)"
         )
     return ids
+
+
+def class_ids(
+    labels: Any, num_classes: int, *, batch_size: int, name: str = "labels", count_name: str = "num_classes"
+) -> torch.Tensor:
+    """Check the class labels of a batch (one integer in ``0..num_classes-1`` per sequence) and return them.
+
+    ``count_name`` names the model's setting that ``num_classes`` comes from (e.g. ``n_segments``).
+
+    >>> class_ids(torch.tensor([0, 2]), num_classes=3, batch_size=2).tolist()
+    [0, 2]
+    """
+    if not torch.is_tensor(labels):
+        raise TypeError(f"{name} must be a torch.Tensor of class ids, got {type(labels).__name__}; use torch.tensor(labels)")
+    if labels.shape != (batch_size,):
+        raise ValueError(
+            f"{name} must have shape ({batch_size},), one class per sequence, got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class ids, got dtype {labels.dtype}; convert with {name}.long()")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{name} contain {int(labels[bad][0])}, outside 0..{num_classes - 1}: the model was built with "
+            f"{count_name}={num_classes}"
+        )
+    return labels

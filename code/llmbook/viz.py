@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import validate
+
 __all__ = ["AttentionView", "attention_view", "bertviz_view"]
 
 DEFAULT_MAX_TOKENS = 64
@@ -42,7 +44,15 @@ def _as_layers(attentions) -> np.ndarray:
         )
     layers = []
     for index, layer in enumerate(attentions):
-        array = layer.detach().float().cpu().numpy() if isinstance(layer, torch.Tensor) else np.asarray(layer, float)
+        if isinstance(layer, torch.Tensor):
+            array = layer.detach().float().cpu().numpy()
+        else:
+            try:
+                array = np.asarray(layer, float)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"layer {index}: attention weights must be numbers (a tensor or array), got {layer!r:.60}"
+                ) from None
         if array.ndim == 4:
             array = array[0]  # (B, H, T, T): the first sequence of the batch
         if array.ndim == 2:
@@ -59,8 +69,13 @@ def _as_layers(attentions) -> np.ndarray:
             )
         layers.append(array)
     stacked = np.stack(layers)  # (L, H, T_q, T_k)
+    if stacked.size == 0:
+        raise ValueError(f"the attention weights are empty (shape (H, T_q, T_k) = {stacked.shape[1:]}); pass at least one token")
     if not np.isfinite(stacked).all():
-        raise ValueError("attention weights contain NaN or inf (a fully masked row?); the view needs finite weights")
+        bad = stacked[~np.isfinite(stacked)][0]
+        raise ValueError(
+            f"attention weights contain {bad} (a fully masked row?); the view needs finite weights"
+        )
     if stacked.min() < -1e-3 or stacked.max() > 1 + 1e-3:
         raise ValueError(
             f"attention weights must lie in [0, 1] (they are softmax outputs), got values in "
@@ -132,12 +147,13 @@ def attention_view(
     if key_tokens is None:
         raise ValueError(f"the attention has {T_q} queries and {T_k} keys: pass key_tokens for the {T_k} keys")
     key_tokens = _check_tokens(key_tokens, T_k, "key")
-    if not 0 <= layer < num_layers:
-        raise ValueError(f"layer={layer} but there are {num_layers} layers (0..{num_layers - 1})")
-    if not 0 <= head < num_heads:
-        raise ValueError(f"head={head} but there are {num_heads} heads (0..{num_heads - 1})")
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    for name, value, count in (("layer", layer, num_layers), ("head", head, num_heads)):
+        validate.nonnegative_int(value, name, hint=f"0..{count - 1}")
+        if value >= count:
+            raise ValueError(f"{name}={value} but there are {count} {name}s (0..{count - 1})")
+    max_tokens = validate.positive_int(max_tokens, "max_tokens")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a string (or None), got {type(title).__name__} {title!r}")
 
     truncated_from = max(T_q, T_k) if max(T_q, T_k) > max_tokens else None
     weights = weights[:, :, :max_tokens, :max_tokens]
@@ -363,8 +379,7 @@ def bertviz_view(attentions, tokens: Sequence[str], view: str = "head"):
         from bertviz import head_view, model_view
     except ImportError as error:
         raise ImportError("bertviz_view needs bertviz: pip install bertviz (or use attention_view)") from error
-    if view not in ("head", "model"):
-        raise ValueError(f"view must be 'head' or 'model', got {view!r}")
+    validate.one_of(view, "view", ("head", "model"))
     weights = _as_layers(attentions)  # (L, H, T, T)
     if weights.shape[2] != weights.shape[3]:
         raise ValueError(f"bertviz_view shows self-attention only (T_q = T_k); got {weights.shape[2:]} ")
