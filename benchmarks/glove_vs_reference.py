@@ -102,7 +102,7 @@ def main() -> None:
     losses = {}
     for optimizer, lr, schedule in [("adagrad", args.adagrad_lr, "linear"), ("adam", args.adam_lr, "constant")]:
         model, result = glove.train_glove(
-            X, dim=args.dim, epochs=args.epochs, lr=lr, optimizer=optimizer, lr_schedule=schedule,
+            X, n_embd=args.dim, epochs=args.epochs, lr=lr, optimizer=optimizer, lr_schedule=schedule,
             batch_size=args.batch_size, x_max=args.x_max, alpha=args.alpha, seed=0, device=args.device,
             progress=False,
         )  # fmt: skip
@@ -117,7 +117,7 @@ def main() -> None:
 
     for epochs in [5] if args.quick else [5, 15]:
         vectors, seconds = glove.train_word2vec(
-            sentences, vocab, dim=args.word2vec_dim, window=args.window, epochs=epochs, workers=args.threads
+            sentences, vocab, n_embd=args.word2vec_dim, window=args.window, epochs=epochs, workers=args.threads
         )
         rows.append({"system": f"gensim word2vec skip-gram ({epochs} epochs, dim {args.word2vec_dim})", "seconds": seconds, **evaluate(vectors, vocab)})
 

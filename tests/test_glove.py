@@ -162,7 +162,7 @@ def test_training_lowers_the_loss_and_planted_neighbours_come_out_nearest(optimi
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=4, cross_sentences=False)
     model, result = glove.train_glove(
-        X, dim=10, epochs=30, lr=lr, optimizer=optimizer, batch_size=64, x_max=10.0, seed=1, device="cpu",
+        X, n_embd=10, epochs=30, lr=lr, optimizer=optimizer, batch_size=64, x_max=10.0, seed=1, device="cpu",
         progress=False,
     )
     history = result.history
@@ -181,10 +181,10 @@ def test_training_is_reproducible_with_a_seed_and_respects_the_time_limit():
     corpus, _ = _planted_corpus(sentences=200)
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=3)
-    first, _ = glove.train_glove(X, dim=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
-    second, _ = glove.train_glove(X, dim=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
+    first, _ = glove.train_glove(X, n_embd=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
+    second, _ = glove.train_glove(X, n_embd=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
     np.testing.assert_array_equal(first.vectors(), second.vectors())
-    _, result = glove.train_glove(X, dim=4, epochs=1000, batch_size=32, max_seconds=1e-9, device="cpu", progress=False)
+    _, result = glove.train_glove(X, n_embd=4, epochs=1000, batch_size=32, max_seconds=1e-9, device="cpu", progress=False)
     history = result.history
     assert result.stopped == "time limit" and "max_seconds" in result.message
     assert len(history["loss"]) == 1 and history["epoch"][0] < 1 and result.steps == 1  # stopped after one batch
@@ -195,7 +195,7 @@ def test_result_is_the_train_loops_result_type_with_its_history_keys():
 
     corpus, _ = _planted_corpus(sentences=100)
     X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=3)
-    model, result = glove.train_glove(X, dim=4, epochs=2, batch_size=50, lr=0.2, lr_schedule="linear",
+    model, result = glove.train_glove(X, n_embd=4, epochs=2, batch_size=50, lr=0.2, lr_schedule="linear",
                                       device="cpu", progress=False)  # fmt: skip
     assert isinstance(result, TrainResult) and result.stopped == "completed" and result.message == ""
     history = result.history
@@ -222,7 +222,7 @@ def test_device_defaults_to_the_runtimes_choice(monkeypatch):
         return torch.device("cpu")
 
     monkeypatch.setattr(glove.runtime, "get_device", fake_get_device)
-    model, _ = glove.train_glove(X, dim=2, epochs=1, progress=False)
+    model, _ = glove.train_glove(X, n_embd=2, epochs=1, progress=False)
     assert seen and model.W.device.type == "cpu"
 
 
@@ -231,7 +231,7 @@ def test_cpu_threads_apply_during_training_only():
     X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=2)
     before = torch.get_num_threads()
     during = []
-    glove.train_glove(X, dim=2, epochs=2, device="cpu", progress=False, cpu_threads=1,
+    glove.train_glove(X, n_embd=2, epochs=2, device="cpu", progress=False, cpu_threads=1,
                       callback=lambda epoch, model, history: during.append(torch.get_num_threads()))  # fmt: skip
     assert during == [1, 1] and torch.get_num_threads() == before
 
@@ -240,7 +240,7 @@ def test_callback_runs_after_every_epoch_with_the_linear_schedule():
     corpus, _ = _planted_corpus(sentences=100)
     X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=3)
     seen = []
-    _, result = glove.train_glove(X, dim=4, epochs=3, batch_size=64, lr=0.5, lr_schedule="linear", device="cpu",
+    _, result = glove.train_glove(X, n_embd=4, epochs=3, batch_size=64, lr=0.5, lr_schedule="linear", device="cpu",
                                   progress=False,
                                   callback=lambda epoch, model, history: seen.append((epoch, len(history["loss"]))))  # fmt: skip
     assert seen == [(1, 1), (2, 2), (3, 3)]
@@ -250,21 +250,21 @@ def test_callback_runs_after_every_epoch_with_the_linear_schedule():
 def test_train_glove_rejects_bad_arguments():
     X = glove.cooccurrence("a b a b".split(), glove.Vocab(["a", "b"], [2, 2]), window=1)
     with pytest.raises(ValueError, match="optimizer must be one of 'adagrad', 'adam', got 'sgd'"):
-        glove.train_glove(X, dim=2, epochs=1, optimizer="sgd")
+        glove.train_glove(X, n_embd=2, epochs=1, optimizer="sgd")
     with pytest.raises(ValueError, match="epochs must be a whole number >= 1, got 0"):
-        glove.train_glove(X, dim=2, epochs=0)
+        glove.train_glove(X, n_embd=2, epochs=0)
     with pytest.raises(ValueError, match="lr_schedule"):
-        glove.train_glove(X, dim=2, epochs=1, lr_schedule="cosine")
+        glove.train_glove(X, n_embd=2, epochs=1, lr_schedule="cosine")
     with pytest.raises(TypeError, match="scipy.sparse"):
-        glove.train_glove([[1, 2], [3, 4]], dim=2, epochs=1)
-    bad = [dict(lr=0.0), dict(lr=float("nan")), dict(batch_size=2.5), dict(dim=0), dict(x_max=-1.0),
+        glove.train_glove([[1, 2], [3, 4]], n_embd=2, epochs=1)
+    bad = [dict(lr=0.0), dict(lr=float("nan")), dict(batch_size=2.5), dict(n_embd=0), dict(x_max=-1.0),
            dict(max_seconds=0), dict(max_seconds=float("inf")), dict(seed=-1), dict(cpu_threads=0)]  # fmt: skip
     for kwargs in bad:
         name, value = next(iter(kwargs.items()))
         with pytest.raises(ValueError, match=f"{name} must be .*got {value!r}"):
-            glove.train_glove(X, **{"dim": 2, "epochs": 1, "progress": False, **kwargs})
+            glove.train_glove(X, **{"n_embd": 2, "epochs": 1, "progress": False, **kwargs})
     with pytest.raises(TypeError, match="time_limit"):  # the old name is gone: max_seconds, as in TrainConfig
-        glove.train_glove(X, dim=2, epochs=1, time_limit=1.0)
+        glove.train_glove(X, n_embd=2, epochs=1, time_limit=1.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -272,7 +272,7 @@ def test_training_runs_on_the_gpu():
     corpus, topics = _planted_corpus(sentences=500)
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=4, cross_sentences=False)
-    model, result = glove.train_glove(X, dim=8, epochs=20, lr=0.1, batch_size=64, progress=False)  # default device
+    model, result = glove.train_glove(X, n_embd=8, epochs=20, lr=0.1, batch_size=64, progress=False)  # default device
     assert model.W.device.type == "cuda" and result.history["loss"][-1] < result.history["loss"][0]
 
 
@@ -374,7 +374,7 @@ def test_glove_on_a_slice_of_brown_learns_something(brown):
     part = sentences[:3000]
     vocab = glove.build_vocab(part, min_count=5)
     X = glove.cooccurrence(part, vocab, window=5)
-    model, result = glove.train_glove(X, dim=16, epochs=4, lr=0.05, optimizer="adam", batch_size=32768, seed=0,
+    model, result = glove.train_glove(X, n_embd=16, epochs=4, lr=0.05, optimizer="adam", batch_size=32768, seed=0,
                                       device="cpu", progress=False)  # fmt: skip
     assert result.history["loss"][-1] < result.history["loss"][0]
     neighbours = [w for w, _ in glove.nearest(model.vectors(), vocab, "he", k=10)]

@@ -83,7 +83,7 @@ def test_the_key_changes_with_the_budget_the_sizes_the_data_and_the_code(monkeyp
     monkeypatch.setitem(data.REGISTRY, "brown.zip", brown)
     assert pretrained.cache_key("glove-brown", "smoke") == key
     # other sizes
-    monkeypatch.setitem(pretrained.SIZES["glove-brown"], "smoke", {**pretrained.SIZES["glove-brown"]["smoke"], "dim": 17})
+    monkeypatch.setitem(pretrained.SIZES["glove-brown"], "smoke", {**pretrained.SIZES["glove-brown"]["smoke"], "n_embd": 17})
     assert pretrained.cache_key("glove-brown", "smoke") != key
 
 
@@ -119,7 +119,7 @@ def test_glove_brown_miss_trains_and_writes_then_a_hit_loads_the_same_weights_wi
     assert len(meta["weights_sha256"]) == 64 and len(meta["code_and_data_sha256"]) == 64
     # what came back: Chapter 3's vectors at the smoke sizes
     size = pretrained.sizes("glove-brown", "smoke")
-    assert first.vectors.shape == (len(first.vocab), size["dim"]) and len(first.vocab) > 500
+    assert first.vectors.shape == (len(first.vocab), size["n_embd"]) and len(first.vocab) > 500
     np.testing.assert_allclose(np.linalg.norm(first.vectors, axis=1), 1.0, rtol=1e-5)
     assert isinstance(first.result, TrainResult) and first.result.stopped in ("completed", "time limit")
     history = first.result.history

@@ -237,17 +237,17 @@ def glove_weight(x: torch.Tensor, x_max: float = 10.0, alpha: float = 0.75) -> t
 class GloVe(nn.Module):
     """Word vectors W, context vectors W~ and their biases b, b~; predicts log X_ij as w_i . w~_j + b_i + b~_j."""
 
-    def __init__(self, vocab_size: int, dim: int, generator: torch.Generator | None = None):
+    def __init__(self, vocab_size: int, n_embd: int, generator: torch.Generator | None = None):
         super().__init__()
-        if vocab_size < 1 or dim < 1:
-            raise ValueError(f"GloVe needs vocab_size >= 1 and dim >= 1, got {vocab_size} and {dim}")
-        self.vocab_size, self.dim = vocab_size, dim
+        vocab_size = positive_int(vocab_size, "vocab_size")
+        n_embd = positive_int(n_embd, "n_embd", hint="the length of each word vector, e.g. 50")
+        self.vocab_size, self.n_embd = vocab_size, n_embd
 
-        def uniform(*shape):  # Stanford's initialisation: uniform in [-0.5, 0.5) / dim
-            return (torch.rand(*shape, generator=generator) - 0.5) / dim
+        def uniform(*shape):  # Stanford's initialisation: uniform in [-0.5, 0.5) / n_embd
+            return (torch.rand(*shape, generator=generator) - 0.5) / n_embd
 
-        self.W = nn.Parameter(uniform(vocab_size, dim))
-        self.W_tilde = nn.Parameter(uniform(vocab_size, dim))
+        self.W = nn.Parameter(uniform(vocab_size, n_embd))
+        self.W_tilde = nn.Parameter(uniform(vocab_size, n_embd))
         self.b = nn.Parameter(uniform(vocab_size))
         self.b_tilde = nn.Parameter(uniform(vocab_size))
 
@@ -266,7 +266,7 @@ class GloVe(nn.Module):
 
     @torch.no_grad()
     def vectors(self, combine: str = "sum", normalize: bool = True) -> np.ndarray:
-        """The word vectors as a (V, dim) NumPy array: W + W~ (the paper's choice) or W alone, unit length rows."""
+        """The word vectors as a (V, n_embd) NumPy array: W + W~ (the paper's choice) or W alone, unit length rows."""
         if combine == "sum":
             vectors = self.W + self.W_tilde
         elif combine == "W":
@@ -296,7 +296,7 @@ def _as_triples(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
 
 def train_glove(
     X,
-    dim: int = 100,
+    n_embd: int = 100,
     epochs: int = 25,
     lr: float = 0.05,
     optimizer: str = "adagrad",
@@ -342,7 +342,7 @@ def train_glove(
     """
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
-    dim = positive_int(dim, "dim")
+    n_embd = positive_int(n_embd, "n_embd")
     lr = finite_float(lr, "lr", low=0, low_inclusive=False, hint="AdaGrad: about 0.05-0.4, Adam: about 0.02")
     x_max = finite_float(x_max, "x_max", low=0, low_inclusive=False, hint="10 for small corpora, 100 in the paper")
     alpha = finite_float(alpha, "alpha", low=0, hint="the paper uses 0.75")
@@ -360,7 +360,7 @@ def train_glove(
         raise ValueError("co-occurrence counts must be finite and non-negative; count with glove.cooccurrence")
     device = torch.device(device) if device is not None else runtime.get_device()
     generator = torch.Generator().manual_seed(seed)
-    model = GloVe(size, dim, generator=generator).to(device)
+    model = GloVe(size, n_embd, generator=generator).to(device)
 
     i_all = torch.as_tensor(rows, dtype=torch.int64, device=device)
     j_all = torch.as_tensor(cols, dtype=torch.int64, device=device)
@@ -461,7 +461,7 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
 def _check_shapes(vectors: np.ndarray, vocab: Vocab) -> np.ndarray:
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[0] != len(vocab):
-        raise ValueError(f"vectors must have shape (len(vocab), dim) = ({len(vocab)}, dim); got {vectors.shape}")
+        raise ValueError(f"vectors must have shape (len(vocab), n_embd) = ({len(vocab)}, n_embd); got {vectors.shape}")
     return vectors
 
 
@@ -554,7 +554,7 @@ def analogy_eval(
         hits = np.zeros(len(q), dtype=bool)
         for begin in range(0, len(q), batch_size):
             block = q[begin : begin + batch_size]
-            query = vectors[block[:, 1]] - vectors[block[:, 0]] + vectors[block[:, 2]]  # (B, dim)
+            query = vectors[block[:, 1]] - vectors[block[:, 0]] + vectors[block[:, 2]]  # (B, n_embd)
             scores = query @ vectors.T  # (B, V)
             rows = np.arange(len(block))[:, None]
             scores[rows, block[:, :3]] = -np.inf  # never answer with a query word
@@ -637,7 +637,7 @@ def align_keyed_vectors(keyed_vectors, vocab: Vocab) -> np.ndarray:
 def train_word2vec(
     sentences: list[list[str]],
     vocab: Vocab,
-    dim: int = 100,
+    n_embd: int = 100,
     window: int = 10,
     epochs: int = 5,
     negative: int = 5,
@@ -651,7 +651,7 @@ def train_word2vec(
     min_count = int(vocab.counts.min())
     start = time.perf_counter()
     model = Word2Vec(
-        sentences, vector_size=dim, window=window, min_count=min_count, sg=sg, negative=negative,
+        sentences, vector_size=n_embd, window=window, min_count=min_count, sg=sg, negative=negative,
         workers=workers, epochs=epochs, seed=seed,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -659,8 +659,8 @@ def train_word2vec(
 
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
-    """Project rows onto their two principal components: (n, dim) -> (n, 2)."""
+    """Project rows onto their two principal components: (n, n_embd) -> (n, 2)."""
     vectors = np.asarray(vectors, dtype=np.float64)
     centred = vectors - vectors.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)  # components: (k, dim)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)  # components: (k, n_embd)
     return centred @ components[:2].T

@@ -59,11 +59,11 @@ FORMAT = "llmbook-pretrained-1"
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     # Chapter 3's GloVe run with AdaGrad (the paper's optimiser), on the Brown corpus.
     "glove-brown": {
-        "smoke": dict(sentences=1500, min_count=3, window=10, dim=16, optimizer="adagrad", lr=0.4,
+        "smoke": dict(sentences=1500, min_count=3, window=10, n_embd=16, optimizer="adagrad", lr=0.4,
                       lr_schedule="linear", batch_size=2**14, x_max=10.0, epochs=2, max_seconds=1),
-        "cpu": dict(sentences=None, min_count=5, window=10, dim=50, optimizer="adagrad", lr=0.4,
+        "cpu": dict(sentences=None, min_count=5, window=10, n_embd=50, optimizer="adagrad", lr=0.4,
                     lr_schedule="linear", batch_size=2**14, x_max=10.0, epochs=4, max_seconds=35),
-        "gpu": dict(sentences=None, min_count=5, window=10, dim=50, optimizer="adagrad", lr=0.4,
+        "gpu": dict(sentences=None, min_count=5, window=10, n_embd=50, optimizer="adagrad", lr=0.4,
                     lr_schedule="linear", batch_size=2**14, x_max=10.0, epochs=10, max_seconds=120),
     },
     # Chapter 6's character GPT on Tiny Shakespeare (book/06_training.ipynb's SIZES: gpt, batch_size, steps, ...).
@@ -126,7 +126,7 @@ def _glove_brown_train(size: dict[str, Any]):
     vocab = glove.build_vocab(sentences, min_count=size["min_count"])
     X = glove.cooccurrence(sentences, vocab, window=size["window"])
     model, result = glove.train_glove(
-        X, dim=size["dim"], epochs=size["epochs"], lr=size["lr"], optimizer=size["optimizer"],
+        X, n_embd=size["n_embd"], epochs=size["epochs"], lr=size["lr"], optimizer=size["optimizer"],
         lr_schedule=size["lr_schedule"], batch_size=size["batch_size"], x_max=size["x_max"], seed=0,
         max_seconds=size["max_seconds"], cpu_threads=1, progress=True,
     )  # fmt: skip
@@ -137,7 +137,7 @@ def _glove_brown_train(size: dict[str, Any]):
         metrics["wordsim353_rho"] = glove.similarity_eval(vectors, vocab, "wordsim353.tsv").rho
     except ImportError:  # the evaluation files ship with gensim, an optional dependency
         pass
-    extra = {"vocab_size": len(vocab), "dim": size["dim"], "words": vocab.words, "counts": vocab.counts.tolist()}
+    extra = {"vocab_size": len(vocab), "n_embd": size["n_embd"], "words": vocab.words, "counts": vocab.counts.tolist()}
     return model, extra, result, metrics
 
 
@@ -145,7 +145,7 @@ def _glove_brown_load(extra: dict[str, Any]):
     from llmbook import glove
 
     vocab = glove.Vocab(extra["words"], np.array(extra["counts"], dtype=np.int64))
-    model = glove.GloVe(extra["vocab_size"], extra["dim"])
+    model = glove.GloVe(extra["vocab_size"], extra["n_embd"])
 
     def fields(loaded):
         return {"vocab": vocab, "vectors": loaded.vectors()}
