@@ -10,6 +10,11 @@ Two kinds of tests:
   the Jupyter widget manager) are served from the npm packages pinned in ``tests/browser/``; any
   other request that leaves the machine is blocked and fails the test.
 
+  Besides loading without error, every page is checked for what a reader would see broken: Markdown
+  tables or maths shown as source, equations, outputs and code wider than the text column, warnings
+  in outputs, figure and diagram text under 9 px as displayed, and mentions of existing chapters
+  that are not links. Each failure names the page, the element and the measured value.
+
 The built book, its build log and a screenshot of chapter 4 are left in ``_build/test-book``
 (``LLMBOOK_TEST_BOOK_DIR``). ``LLMBOOK_TEST_REUSE_BUILD=1`` reuses the last successful build there
 (for work on the browser tests only).
@@ -766,10 +771,12 @@ def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, b
     page, _ = open_page(document)
     cells = page.evaluate(_PAGE_CELLS_JS)
     shown = page.evaluate(
-        """() => {
+        """async () => {
         const article = document.querySelector('article.bd-article');
         const closed = [...article.querySelectorAll('details:not([open])')];
         closed.forEach(d => d.open = true);
+        // Every picture decoded, so that its natural size is known (a failed one reads as 0 px wide).
+        await Promise.all([...article.querySelectorAll('.cell_output img')].map(img => img.decode().catch(() => null)));
         const cells = [...article.querySelectorAll('div.cell')];
         const images = [...article.querySelectorAll('.cell_output img')].map(img => ({
             src: img.src, cell: cells.indexOf(img.closest('div.cell')),
@@ -799,8 +806,10 @@ def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, b
             problems.append(f"{where}: no font record in {name} (call llmbook.figures.setup() before plotting)")
             continue
         points, dpi = record
-        scale = image["displayed"] / image["natural"] if image["natural"] else 0.0
-        px = points * dpi / 72 * scale
+        if not image["natural"] or not image["displayed"]:
+            problems.append(f"{where}: the picture is not displayed ({image['displayed']:.0f} of {image['natural']} px)")
+            continue
+        px = points * dpi / 72 * image["displayed"] / image["natural"]
         if px < SMALLEST_TEXT_PX:
             problems.append(
                 f"{where}: smallest text {px:.1f} px as displayed ({points:g} pt at {dpi:g} dpi, "
