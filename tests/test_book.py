@@ -764,7 +764,8 @@ def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, b
     ``points * dpi / 72`` pixels of the PNG, and the page shows the PNG scaled by
     ``displayed width / natural width`` (a 15-inch triptych in the 690 px column: about 0.45).
     An unstamped figure fails too: its text size cannot be checked. Mermaid diagrams are SVG in the
-    page: each label's computed font size times the scale of the SVG to the screen.
+    page: each label's computed font size times the scale of the SVG to the screen. A picture
+    displayed with another height/width ratio than its own (squashed) fails as well.
     """
     from llmbook.figures import read_font_record
 
@@ -780,7 +781,8 @@ def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, b
         const cells = [...article.querySelectorAll('div.cell')];
         const images = [...article.querySelectorAll('.cell_output img')].map(img => ({
             src: img.src, cell: cells.indexOf(img.closest('div.cell')),
-            displayed: img.getBoundingClientRect().width, natural: img.naturalWidth}));
+            displayed: img.getBoundingClientRect().width, natural: img.naturalWidth,
+            displayedHeight: img.getBoundingClientRect().height, naturalHeight: img.naturalHeight}));
         const diagrams = [...article.querySelectorAll('.mermaid svg')].map((svg, index) => {
             let smallest = null;
             for (const el of svg.querySelectorAll('text, foreignObject span, foreignObject div, foreignObject p')) {
@@ -809,6 +811,9 @@ def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, b
         if not image["natural"] or not image["displayed"]:
             problems.append(f"{where}: the picture is not displayed ({image['displayed']:.0f} of {image['natural']} px)")
             continue
+        shape, shown_shape = image["naturalHeight"] / image["natural"], image["displayedHeight"] / image["displayed"]
+        if abs(shown_shape / shape - 1) > 0.02:  # a fixed height in the <img> style and a width scaled to the column
+            problems.append(f"{where}: squashed, height/width {shown_shape:.3f} as displayed, {shape:.3f} in the picture")
         px = points * dpi / 72 * image["displayed"] / image["natural"]
         if px < SMALLEST_TEXT_PX:
             problems.append(
@@ -934,3 +939,32 @@ def test_figure_record_reader_tells_unstamped_and_foreign_files():
     assert figures.read_font_record(stamped) == (float("inf"), 2 * fig.dpi)  # no text at all
     with pytest.raises(ValueError, match="not a PNG"):
         figures.read_font_record(b"GIF89a...")
+
+
+def test_figures_setup_makes_ipython_send_stamped_retina_pngs():
+    """In an IPython shell with the inline backend, as in the book's kernels: after ``figures.setup()``
+    a figure (created after it, when pyplot loads its backend) is sent as a stamped, pixel-doubled PNG."""
+    code = """
+import base64, json, matplotlib
+matplotlib.use("module://matplotlib_inline.backend_inline")
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+from llmbook import figures
+figures.setup()
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot([1, 2], [3, 4], label="a")
+ax.legend(fontsize=8)
+data, metadata = shell.display_formatter.format(fig)
+png = base64.b64decode(data["image/png"])
+print(json.dumps({"mimes": sorted(data), "metadata": metadata, "record": figures.read_font_record(png),
+                  "png_width": int.from_bytes(png[16:20], "big")}))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["mimes"] == ["image/png", "text/plain"]  # no second copy as SVG or PDF
+    assert shown["record"] == [8.0, 200.0]
+    assert shown["metadata"]["image/png"] == {"width": shown["png_width"] // 2}
+    assert 400 <= shown["metadata"]["image/png"]["width"] <= 500  # 5 in at 100 dpi, tight box
