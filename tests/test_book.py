@@ -10,6 +10,11 @@ Two kinds of tests:
   the Jupyter widget manager) are served from the npm packages pinned in ``tests/browser/``; any
   other request that leaves the machine is blocked and fails the test.
 
+  Besides loading without error, every page is checked for what a reader would see broken: Markdown
+  tables or maths shown as source, equations, outputs and code wider than the text column, warnings
+  in outputs, figure and diagram text under 9 px as displayed, and mentions of existing chapters
+  that are not links. Each failure names the page, the element and the measured value.
+
 The built book, its build log and a screenshot of chapter 4 are left in ``_build/test-book``
 (``LLMBOOK_TEST_BOOK_DIR``). ``LLMBOOK_TEST_REUSE_BUILD=1`` reuses the last successful build there
 (for work on the browser tests only).
@@ -17,6 +22,7 @@ The built book, its build log and a screenshot of chapter 4 are left in ``_build
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import http.server
@@ -530,3 +536,435 @@ def test_glue_hands_numpy_and_torch_scalars_to_myst_nb_as_python_numbers(monkeyp
     assert glued == {"loss": 0.8, "tokens": 7, "ratio": 2.5, "table": [1, 2]}
     assert type(glued["loss"]) is float and type(glued["tokens"]) is int
     assert format(glued["loss"], ".3f") == "0.800"
+
+
+# --- what a reader sees broken (issue 11 §2) ----------------------------------------------------------
+# Each check runs on every page and names the page, the element and the measured value.
+
+# The text a reader reads: the article, without code, outputs printed as code, maths and diagrams.
+_PROSE_SKIP = "pre, code, kbd, samp, script, style, textarea, svg, mjx-container, .mermaid, .llmbook-attention-view"
+
+_PAGE_CELLS_JS = """
+() => [...document.querySelectorAll('article.bd-article div.cell')].map((cell, index) => {
+    const source = cell.querySelector('.cell_input pre');
+    const first = source ? source.textContent.split('\\n').find(line => line.trim()) || '' : '';
+    return {index, first: first.trim().slice(0, 60)};
+})
+"""
+
+
+def _cell_name(cells: list[dict], index: int) -> str:
+    """``code cell 12 ("Markdown(table)")``: the cell's place among the page's code cells and its first line."""
+    first = cells[index]["first"] if 0 <= index < len(cells) else ""
+    return f"code cell {index}" + (f' ("{first}")' if first else "")
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_shows_no_raw_markdown_table_and_no_unrendered_math(open_page, document):
+    """Markdown a reader should never see as source: a table printed as pipes and dashes (a cell's
+    ``IPython.display.Markdown`` output rendered as plain CommonMark, or a table in a ``print``), and
+    ``$…$``, ``\\command`` or ``_{…}`` left as text, or prose swallowed into a formula (a ``$`` that
+    closed in the wrong place: "whereN_{1+}(h,\\bullet)isthenumberof")."""
+    page, _ = open_page(document)
+    found = page.evaluate(
+        """(skip) => {
+        const found = [];
+        const article = document.querySelector('article.bd-article');
+        if (!article) return ['no article.bd-article on the page'];
+        // A separator row, also after smart punctuation made "---" an em dash: |---|, | :---: |, |—|.
+        const tableRow = /\\|\\s*:?(?:-{3,}|[\u2013\u2014]{1,3}-?):?\\s*\\|/;
+        const dollars = /\\$\\$|\\$(?!\\d)[^\\s$][^$]*\\$/;  // "$x$" but not the price in "$5 and $x$"
+        const command = /\\\\(frac|sum|prod|text|mathrm|mathbf|cdot|bullet|sqrt|log|exp|mid|le|ge|in|alpha|beta|gamma|theta|lambda|sigma|mu|top|left|right|begin|end|approx|times|infty)(?![a-zA-Z])|[A-Za-z)]\\s*[_^]\\{/;
+        const where = el => {
+            const cell = el.closest('div.cell');
+            if (cell) return 'code cell ' + [...article.querySelectorAll('div.cell')].indexOf(cell) + ' output';
+            const heading = [...article.querySelectorAll('h1, h2, h3, h4')]
+                .filter(h => h.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING).pop();
+            return 'the text' + (heading ? ' under "' + heading.textContent.replace(/#$/, '').trim() + '"' : '');
+        };
+        // Blocks of prose (and Markdown outputs), their text without code, maths and diagrams.
+        for (const block of article.querySelectorAll('p, li, td, th, dt, dd, .caption, .admonition-title')) {
+            if (block.closest(skip)) continue;
+            if (block.querySelector('p, li')) continue;  // judged in its own paragraphs
+            let text = '';
+            const walker = document.createTreeWalker(block, NodeFilter.SHOW_TEXT, {
+                acceptNode: node => node.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+            while (walker.nextNode()) text += walker.currentNode.nodeValue;
+            const excerpt = m => JSON.stringify(text.slice(Math.max(0, m.index - 30), m.index + 50).replace(/\\s+/g, ' '));
+            let m;
+            if ((m = tableRow.exec(text))) found.push(where(block) + ': a Markdown table shown as raw pipes: ' + excerpt(m));
+            else if ((m = dollars.exec(text))) found.push(where(block) + ': unrendered $ maths: ' + excerpt(m));
+            else if ((m = command.exec(text))) found.push(where(block) + ': unrendered TeX: ' + excerpt(m));
+        }
+        // Plain-text outputs that print a Markdown table.
+        for (const pre of article.querySelectorAll('.cell_output pre')) {
+            const m = tableRow.exec(pre.textContent);
+            if (m) found.push(where(pre) + ': a Markdown table printed as text: '
+                + JSON.stringify(pre.textContent.slice(0, 80).replace(/\\s+/g, ' ')));
+        }
+        // Formulas that swallowed prose: three plain words in a row outside \\text{...}.
+        const items = window.MathJax && MathJax.startup && MathJax.startup.document
+            ? MathJax.startup.document.getMathItemsWithin(article) : [];
+        for (const item of items) {
+            const tex = item.math.replace(/\\\\(text|mathrm|textrm|mbox|operatorname|textit|textbf)\\s*\\{[^}]*\\}/g, ' ')
+                .replace(/\\\\[a-zA-Z]+/g, ' ');
+            const m = /(^|[^a-zA-Z])([a-zA-Z]{2,}\\s+[a-zA-Z]{2,}\\s+[a-zA-Z]{2,})([^a-zA-Z]|$)/.exec(tex);
+            if (m) found.push(where(item.typesetRoot || article) + ': prose typeset as a formula: '
+                + JSON.stringify(item.math.slice(0, 80)));
+        }
+        return found;
+    }""",
+        _PROSE_SKIP,
+    )
+    assert not found, f"{document}: Markdown or maths shown as source:\n" + "\n".join(found)
+
+
+_WIDTHS_JS = """
+() => {
+    const article = document.querySelector('article.bd-article');
+    const style = getComputedStyle(article);
+    const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    const closed = [...article.querySelectorAll('details:not([open])')];
+    closed.forEach(d => d.open = true);  // collapsed code (hide-input) is read when opened
+    const cells = [...article.querySelectorAll('div.cell')];
+    const cellOf = el => cells.indexOf(el.closest('div.cell'));
+    // Characters per line that fit in a code block, and the longest line of a block.
+    const fits = pre => {
+        const probe = document.createElement('span');
+        probe.textContent = 'x'.repeat(100);
+        pre.appendChild(probe);
+        const perChar = probe.getBoundingClientRect().width / 100;
+        probe.remove();
+        const ps = getComputedStyle(pre);
+        return Math.floor((pre.clientWidth - parseFloat(ps.paddingLeft) - parseFloat(ps.paddingRight)) / perChar);
+    };
+    const longest = pre => Math.max(0, ...pre.textContent.split('\\n').map(line => [...line].length));
+    const equations = [...article.querySelectorAll('mjx-container[display="true"]')].map((eq, index) => {
+        const math = eq.querySelector('mjx-math') || eq;
+        const item = MathJax.startup.document.getMathItemsWithin(eq)[0];
+        return {index, width: math.getBoundingClientRect().width, tex: (item ? item.math : eq.textContent).trim().slice(0, 50)};
+    });
+    const inputs = [...article.querySelectorAll('.cell_input pre')].map(pre => ({
+        cell: cellOf(pre), width: pre.scrollWidth, clipped: pre.scrollWidth > pre.clientWidth + 1,
+        fits: fits(pre), longest: longest(pre)}));
+    const outputs = [...article.querySelectorAll('.cell_output > *')].map(output => {
+        const boxes = [output, ...output.querySelectorAll('pre, table, .jp-RenderedHTMLCommon, .widget-subarea')];
+        const pre = output.querySelector('pre');
+        return {cell: cellOf(output),
+                width: Math.max(...boxes.map(el => Math.max(el.scrollWidth, el.getBoundingClientRect().width))),
+                clipped: boxes.some(el => el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1),
+                fits: pre ? fits(pre) : null, longest: pre ? longest(pre) : null};
+    });
+    closed.forEach(d => d.open = false);
+    return {column, equations, inputs, outputs};
+}
+"""
+
+
+def _too_wide(item: dict, column: float) -> str:
+    """`` is 912 px wide (lines of up to 104 characters, 80 fit), the text column 688 px``."""
+    lines = f" (lines of up to {item['longest']} characters, {item['fits']} fit)" if item.get("fits") else ""
+    return f" is {item['width']:.0f} px wide{lines}, the text column {column:.0f} px"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_has_no_display_equation_or_output_wider_than_the_text_column(open_page, document):
+    """Display equations and cell outputs fit the text column; nothing is cut off or behind a scroll bar.
+
+    The column is the width of the article's text (``article.bd-article`` less its padding) in a
+    1280 px window. An equation is as wide as MathJax typeset it (``mjx-math``); an output as wide as
+    its content (``scrollWidth`` of the output and of its ``pre``/tables/widgets), and it fails too when
+    its content overflows its own box. Pictures are scaled into the column by the theme: their
+    legibility is the figure-text check. ``show_source`` listings are outputs.
+    """
+    page, _ = open_page(document)
+    cells = page.evaluate(_PAGE_CELLS_JS)
+    measured = page.evaluate(_WIDTHS_JS)
+    column = measured["column"]
+    problems = [
+        f"display equation {eq['index']} {json.dumps(eq['tex'])}" + _too_wide(eq, column)
+        for eq in measured["equations"]
+        if eq["width"] > column + 1
+    ]
+    problems += [
+        f"{_cell_name(cells, item['cell'])} output" + _too_wide(item, column)
+        for item in measured["outputs"]
+        if item["width"] > column + 1 or item["clipped"]
+    ]
+    assert not problems, f"{document}: wider than the text column (cut off or behind a scroll bar):\n" + "\n".join(problems)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_has_no_code_cell_wider_than_the_text_column(open_page, document):
+    """Every line of every code cell is visible without scrolling sideways (collapsed cells opened).
+
+    The message gives the longest line and how many characters of the book's code font fit.
+    """
+    page, _ = open_page(document)
+    cells = page.evaluate(_PAGE_CELLS_JS)
+    measured = page.evaluate(_WIDTHS_JS)
+    column = measured["column"]
+    problems = [
+        f"{_cell_name(cells, item['cell'])}" + _too_wide(item, column)
+        for item in measured["inputs"]
+        if item["clipped"] or item["width"] > column + 1
+    ]
+    assert not problems, f"{document}: code cells wider than the text column (behind a scroll bar):\n" + "\n".join(problems)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_outputs_show_no_warning_on_stderr(open_page, document):
+    """A warning printed by a cell (``UserWarning: enable_nested_tensor …``) reads as a fault in the book:
+    the chapter fixes its cause or silences that one warning where it is expected. Progress bars,
+    which also write to stderr, are not warnings."""
+    page, _ = open_page(document)
+    cells = page.evaluate(_PAGE_CELLS_JS)
+    warnings = page.evaluate(
+        """() => {
+        const article = document.querySelector('article.bd-article');
+        const cells = [...article.querySelectorAll('div.cell')];
+        return [...article.querySelectorAll('.cell_output .output.stderr')]
+            .map(output => ({cell: cells.indexOf(output.closest('div.cell')), text: output.textContent}))
+            .filter(item => /\\b[A-Za-z]*Warning\\b|^WARNING|warnings\\.warn/m.test(item.text));
+    }"""
+    )
+    problems = [
+        f"{_cell_name(cells, item['cell'])} prints on stderr: "
+        + next((line.strip() for line in item["text"].splitlines() if re.search(r"Warning|WARNING|warn", line)), "")[:160]
+        for item in warnings
+    ]
+    assert not problems, f"{document}: warnings in the outputs:\n" + "\n".join(problems)
+
+
+SMALLEST_TEXT_PX = 9.0  # figure and diagram text shorter than this, as displayed, is hard to read
+
+
+def _image_bytes(built_book: Path, src: str) -> tuple[bytes | None, str]:
+    """(PNG bytes or None, a short name) of an <img src>: a file of the built HTML or a data: URL."""
+    if src.startswith("data:"):
+        header, _, data = src.partition(",")
+        png = base64.b64decode(data) if header == "data:image/png;base64" else None
+        return png, f"an inline {header[5:].split(';')[0]} image"
+    path = built_book / unquote(urlsplit(src).path).lstrip("/")
+    png = path.read_bytes() if path.is_file() and path.suffix == ".png" else None
+    return png, path.name
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, built_book, document):
+    """The smallest text of every figure and diagram, in screen pixels, as the page displays it.
+
+    A matplotlib figure's PNG carries its smallest drawn font size and its dpi, stamped by
+    ``llmbook.figures`` (a chapter calls ``figures.setup()`` once). Text is then
+    ``points * dpi / 72`` pixels of the PNG, and the page shows the PNG scaled by
+    ``displayed width / natural width`` (a 15-inch triptych in the 690 px column: about 0.45).
+    An unstamped figure fails too: its text size cannot be checked. Mermaid diagrams are SVG in the
+    page: each label's computed font size times the scale of the SVG to the screen. A picture
+    displayed with another height/width ratio than its own (squashed) fails as well.
+    """
+    from llmbook.figures import read_font_record
+
+    page, _ = open_page(document)
+    cells = page.evaluate(_PAGE_CELLS_JS)
+    shown = page.evaluate(
+        """async () => {
+        const article = document.querySelector('article.bd-article');
+        const closed = [...article.querySelectorAll('details:not([open])')];
+        closed.forEach(d => d.open = true);
+        // Every picture decoded, so that its natural size is known (a failed one reads as 0 px wide).
+        await Promise.all([...article.querySelectorAll('.cell_output img')].map(img => img.decode().catch(() => null)));
+        const cells = [...article.querySelectorAll('div.cell')];
+        const images = [...article.querySelectorAll('.cell_output img')].map(img => ({
+            src: img.src, cell: cells.indexOf(img.closest('div.cell')),
+            displayed: img.getBoundingClientRect().width, natural: img.naturalWidth,
+            displayedHeight: img.getBoundingClientRect().height, naturalHeight: img.naturalHeight}));
+        const diagrams = [...article.querySelectorAll('.mermaid svg')].map((svg, index) => {
+            let smallest = null;
+            for (const el of svg.querySelectorAll('text, foreignObject span, foreignObject div, foreignObject p')) {
+                if (!el.textContent.trim() || (el.tagName !== 'text' && el.querySelector('span, div, p'))) continue;
+                const anchor = el.tagName === 'text' ? el : el.closest('foreignObject');
+                const matrix = anchor.getScreenCTM();
+                if (!matrix) continue;
+                const px = parseFloat(getComputedStyle(el).fontSize) * Math.hypot(matrix.a, matrix.b);
+                if (smallest === null || px < smallest.px) smallest = {px, text: el.textContent.trim().slice(0, 40)};
+            }
+            return {index, smallest, cell: cells.indexOf(svg.closest('div.cell'))};
+        });
+        closed.forEach(d => d.open = false);
+        return {images, diagrams};
+    }"""
+    )
+    problems = []
+    for number, image in enumerate(shown["images"]):
+        where = f"figure {number} ({_cell_name(cells, image['cell'])})"
+        png, name = _image_bytes(built_book, image["src"])
+        record = read_font_record(png) if png is not None else None
+        if record is None:
+            problems.append(f"{where}: no font record in {name} (call llmbook.figures.setup() before plotting)")
+            continue
+        points, dpi = record
+        if not image["natural"] or not image["displayed"]:
+            problems.append(f"{where}: the picture is not displayed ({image['displayed']:.0f} of {image['natural']} px)")
+            continue
+        shape, shown_shape = image["naturalHeight"] / image["natural"], image["displayedHeight"] / image["displayed"]
+        if abs(shown_shape / shape - 1) > 0.02:  # a fixed height in the <img> style and a width scaled to the column
+            problems.append(f"{where}: squashed, height/width {shown_shape:.3f} as displayed, {shape:.3f} in the picture")
+        px = points * dpi / 72 * image["displayed"] / image["natural"]
+        if px < SMALLEST_TEXT_PX:
+            problems.append(
+                f"{where}: smallest text {px:.1f} px as displayed ({points:g} pt at {dpi:g} dpi, "
+                f"shown at {image['displayed']:.0f} of {image['natural']} px)"
+            )
+    for diagram in shown["diagrams"]:
+        smallest = diagram["smallest"]
+        if smallest and smallest["px"] < SMALLEST_TEXT_PX:
+            where = f"Mermaid diagram {diagram['index']}" + (
+                f" ({_cell_name(cells, diagram['cell'])})" if diagram["cell"] >= 0 else ""
+            )
+            problems.append(f'{where}: label "{smallest["text"]}" is {smallest["px"]:.1f} px as displayed')
+    assert not problems, f"{document}: text smaller than {SMALLEST_TEXT_PX:g} px:\n" + "\n".join(problems)
+
+
+def chapter_numbers() -> dict[int, str]:
+    """{4: "book/04_attention", ...}: the chapters of the table of contents, by their number."""
+    numbers = {}
+    for file in toc_files():
+        match = re.fullmatch(r"book/(\d\d)_\w+", file)
+        if match and int(match.group(1)) > 0:
+            numbers[int(match.group(1))] = file
+    return numbers
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_links_every_mention_of_an_existing_chapter(open_page, document):
+    """"Chapter 4" in the prose is a link to chapter 4 whenever chapter 4 is in the book.
+
+    Counted: "Chapter N"/"chapter N"/"Chapters N" in the article's text outside links, headings, code,
+    outputs, maths and diagrams, for every N of ``_toc.yml``, except a page's mentions of its own number.
+    Chapters not yet written are plain text until they land (and then fail here until linked).
+    """
+    existing = chapter_numbers()
+    page, _ = open_page(document)
+    own = next((number for number, file in existing.items() if file == document), None)
+    mentions = page.evaluate(
+        """(skip) => {
+        const article = document.querySelector('article.bd-article');
+        const found = [];
+        const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT, {
+            acceptNode: node => node.parentElement.closest(skip + ', a, .cell_output, h1, h2, h3, h4, h5, h6')
+                ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+        while (walker.nextNode()) {
+            const text = walker.currentNode.nodeValue;
+            for (const m of text.matchAll(/\\b[Cc]hapters?\\s+(\\d+)/g)) {
+                const context = (walker.currentNode.parentElement.closest('p, li, td, dd, h1, h2, h3, h4, div') || article)
+                    .textContent.replace(/\\s+/g, ' ');
+                const at = context.indexOf(m[0]);
+                found.push({number: parseInt(m[1]), text: m[0],
+                            excerpt: context.slice(Math.max(0, at - 40), at + 40)});
+            }
+        }
+        return found;
+    }""",
+        _PROSE_SKIP,
+    )
+    unlinked = [
+        f'"{item["text"]}" is not a link to {existing[item["number"]]}: …{item["excerpt"].strip()}…'
+        for item in mentions
+        if item["number"] in existing and item["number"] != own
+    ]
+    assert not unlinked, f"{document}: mentions of existing chapters that are plain text:\n" + "\n".join(unlinked)
+
+
+# --- the figure-text record the browser check reads (llmbook.figures) ---------------------------------
+
+
+def test_figure_record_is_the_smallest_text_drawn_in_the_png():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llmbook import figures
+
+    fig, (left, right, hidden) = plt.subplots(1, 3, figsize=(9, 3))
+    left.plot([0, 1], [2, 3], label="a line")
+    left.legend(fontsize=7.5)
+    left.set_title("title", fontsize=14)
+    right.text(0.5, 0.5, "never drawn", fontsize=3, visible=False)
+    right.text(0.5, 0.2, "   ", fontsize=2)  # blank text is not drawn
+    hidden.plot([0, 1])
+    hidden.tick_params(labelsize=4)
+    hidden.axis("off")  # its 4 pt tick labels are not drawn
+    try:
+        png, size = figures.png_with_font_record(fig, scale=2)
+        assert figures.read_font_record(png) == (7.5, 2 * fig.dpi)
+        width = int.from_bytes(png[16:20], "big")
+        assert size == {"width": width // 2}
+        assert 2 * 6 * fig.dpi <= width <= 2 * 9 * fig.dpi  # the tight box of a 9-inch figure
+        hidden.axis("on")
+        assert figures.smallest_font(fig) == 4.0
+        hidden.axis("off")
+        assert figures.read_font_record(figures.png_with_font_record(fig, scale=1)[0]) == (7.5, fig.dpi)
+    finally:
+        plt.close(fig)
+    empty = plt.figure()
+    assert figures.png_with_font_record(empty) is None  # IPython shows nothing for an empty figure
+    plt.close(empty)
+
+
+def test_figure_record_reader_tells_unstamped_and_foreign_files():
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from llmbook import figures
+
+    fig, ax = plt.subplots()
+    ax.imshow([[0, 1], [1, 0]])
+    ax.axis("off")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    assert figures.read_font_record(buffer.getvalue()) is None  # plain matplotlib PNG: no record
+    stamped, _ = figures.png_with_font_record(fig)
+    plt.close(fig)
+    assert figures.read_font_record(stamped) == (float("inf"), 2 * fig.dpi)  # no text at all
+    with pytest.raises(ValueError, match="not a PNG"):
+        figures.read_font_record(b"GIF89a...")
+
+
+def test_figures_setup_makes_ipython_send_stamped_retina_pngs():
+    """In an IPython shell with the inline backend, as in the book's kernels: after ``figures.setup()``
+    a figure (created after it, when pyplot loads its backend) is sent as a stamped, pixel-doubled PNG."""
+    code = """
+import base64, json, matplotlib
+matplotlib.use("module://matplotlib_inline.backend_inline")
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+from llmbook import figures
+figures.setup()
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot([1, 2], [3, 4], label="a")
+ax.legend(fontsize=8)
+data, metadata = shell.display_formatter.format(fig)
+png = base64.b64decode(data["image/png"])
+print(json.dumps({"mimes": sorted(data), "metadata": metadata, "record": figures.read_font_record(png),
+                  "png_width": int.from_bytes(png[16:20], "big")}))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["mimes"] == ["image/png", "text/plain"]  # no second copy as SVG or PDF
+    assert shown["record"] == [8.0, 200.0]
+    assert shown["metadata"]["image/png"] == {"width": shown["png_width"] // 2}
+    assert 400 <= shown["metadata"]["image/png"]["width"] <= 500  # 5 in at 100 dpi, tight box
