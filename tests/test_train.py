@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmbook import train as T
-from llmbook.train import MaskedLMBatcher, TokenBatcher, TrainConfig, lr_at, train
+from llmbook.train import TokenBatcher, TrainConfig, lr_at, train
 
 
 class TinyLM(nn.Module):
@@ -39,67 +39,6 @@ def quiet(**kwargs):
     defaults = dict(progress=False, eval_interval=5, eval_steps=2, log_interval=1, amp=False)
     defaults.update(kwargs)
     return TrainConfig(**defaults)
-
-
-# ---------------------------------------------------------------- batchers
-
-
-def test_token_batcher_targets_are_inputs_shifted_by_one():
-    data = torch.arange(1000)
-    batcher = TokenBatcher(data[:900], data[900:], block_size=16)
-    x, y = batcher.get_batch("train", 8, torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == (8, 16)
-    assert torch.equal(y, x + 1)
-    assert int(x.max()) < 900
-    xv, _ = batcher.get_batch("val", 4, torch.Generator().manual_seed(0))
-    assert int(xv.min()) >= 900
-
-
-def test_token_batcher_is_reproducible_from_the_generator_state():
-    batcher = TokenBatcher(torch.arange(500), torch.arange(50), block_size=4)
-    generator = torch.Generator().manual_seed(3)
-    state = generator.get_state()
-    first = batcher.get_batch("train", 5, generator)[0]
-    generator.set_state(state)
-    assert torch.equal(first, batcher.get_batch("train", 5, generator)[0])
-
-
-def test_token_batcher_rejects_data_shorter_than_a_window():
-    with pytest.raises(ValueError, match="val split has 4 tokens"):
-        TokenBatcher(torch.arange(100), torch.arange(4), block_size=8)
-    with pytest.raises(ValueError, match="train split has 0 tokens"):
-        TokenBatcher(torch.tensor([], dtype=torch.long), torch.arange(100), block_size=8)
-    with pytest.raises(ValueError, match="split must be"):
-        TokenBatcher(torch.arange(100), torch.arange(100), 8).get_batch("test", 2)
-
-
-def test_masked_lm_batcher_follows_the_80_10_10_rule():
-    vocab, mask_id = 50, 0
-    data = torch.randint(1, vocab, (20_000,), generator=torch.Generator().manual_seed(0))
-    batcher = MaskedLMBatcher(data, data[:1000], block_size=64, mask_token_id=mask_id, vocab_size=vocab)
-    generator = torch.Generator().manual_seed(1)
-    inputs, targets = batcher.get_batch("train", 256, generator)
-    selected = targets != -100
-    fraction = selected.float().mean().item()
-    assert 0.14 < fraction < 0.16
-    # Unselected positions are untouched; the loss ignores them.
-    original = torch.where(selected, targets, inputs)
-    masked = (inputs == mask_id) & selected
-    kept = (inputs == original) & selected
-    replaced = selected & ~masked & ~kept
-    n = selected.sum().item()
-    assert abs(masked.sum().item() / n - 0.8) < 0.02
-    # A random replacement equals the original 1 time in 49: "kept" is a little above 10%.
-    assert abs(kept.sum().item() / n - (0.1 + 0.1 / 49)) < 0.02
-    assert abs(replaced.sum().item() / n - 0.1 * 48 / 49) < 0.02
-    assert not (inputs[~selected] == mask_id).any()
-
-
-def test_masked_lm_batcher_selects_at_least_one_position_per_row():
-    data = torch.arange(2, 300) % 40 + 2
-    batcher = MaskedLMBatcher(data, data, block_size=4, mask_token_id=1, vocab_size=42, mask_prob=0.01)
-    _, targets = batcher.get_batch("train", 64, torch.Generator().manual_seed(0))
-    assert ((targets != -100).sum(dim=1) >= 1).all()
 
 
 # ---------------------------------------------------------------- schedule and optimizer
@@ -136,8 +75,8 @@ def test_weight_decay_applies_to_matrices_only():
     "bad, message",
     [
         (dict(batch_size=0), "batch_size must be"),
-        (dict(lr=0.0), "lr must be a positive"),
-        (dict(lr=-1e-3), "lr must be a positive"),
+        (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
+        (dict(lr=-1e-3), "lr must be a finite number > 0"),
         (dict(max_steps=0), "max_steps must be"),
         (dict(grad_accum_steps=0), "grad_accum_steps"),
         (dict(min_lr=1.0), "min_lr must be"),
@@ -239,7 +178,7 @@ def test_a_nan_loss_stops_training_with_a_clear_message_and_keeps_good_weights(t
     assert result.stopped == "non-finite loss" and result.steps == 6
     assert "step 7" in result.message and "lower learning rate" in result.message
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert T.load_checkpoint(tmp_path / "latest", TinyLM())["step"] == 5
+    assert T.load_checkpoint(tmp_path, TinyLM())["step"] == 5
 
 
 def run_resumable(steps, tmp_path=None, resume=None, decay_steps=None, seed=0):
@@ -305,66 +244,3 @@ def test_time_limit_stops_early_and_evaluates_the_last_step():
     result = train(model, batcher, quiet(max_steps=10**6, batch_size=2, max_seconds=0.2), device="cpu")
     assert result.stopped == "time limit" and 0 < result.steps < 10**6
     assert result.history["step"][-1] == result.steps
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
-    torch.manual_seed(0)
-    model = TinyLM()
-    batcher = TokenBatcher(*repeating_data(), block_size=8)
-    train(model, batcher, quiet(max_steps=3, batch_size=2), device="cpu")
-    optimizer = T.configure_optimizer(model, TrainConfig(max_steps=1, batch_size=1))
-    model(*batcher.get_batch("train", 2))[1].backward()
-    optimizer.step()
-    generator = torch.Generator().manual_seed(5)
-    T.save_checkpoint(tmp_path / "ck", model, optimizer, state={"step": 3, "note": "hi"}, generator=generator)
-    expected_next = torch.rand(3)
-    expected_batch = torch.randint(100, (3,), generator=generator)
-
-    fresh = TinyLM()
-    fresh_optimizer = T.configure_optimizer(fresh, TrainConfig(max_steps=1, batch_size=1))
-    fresh_generator = torch.Generator()
-    state = T.load_checkpoint(tmp_path / "ck", fresh, fresh_optimizer, generator=fresh_generator)
-    assert state == {"step": 3, "note": "hi"}
-    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
-        assert torch.equal(a, b)
-    for pa, pb in zip(model.parameters(), fresh.parameters()):
-        sa, sb = optimizer.state[pa], fresh_optimizer.state[pb]
-        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
-    assert torch.equal(torch.rand(3), expected_next)
-    assert torch.equal(torch.randint(100, (3,), generator=fresh_generator), expected_batch)
-
-
-def test_checkpoints_hold_no_pickle_and_tied_weights_survive(tmp_path):
-    class Tied(TinyLM):
-        def __init__(self):
-            super().__init__()
-            self.head.weight = self.embed.weight
-
-    model = Tied()
-    path = T.save_checkpoint(tmp_path / "ck", model)
-    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.safetensors", "state.json"]
-    for file in path.iterdir():
-        assert b"\x80\x04" not in file.read_bytes()[:2]  # not a pickle stream
-    fresh = Tied()
-    T.load_checkpoint(path, fresh)
-    assert torch.equal(fresh.embed.weight, model.embed.weight) and fresh.head.weight is fresh.embed.weight
-
-
-def test_saving_over_an_existing_checkpoint_replaces_it_whole(tmp_path):
-    model = TinyLM()
-    T.save_checkpoint(tmp_path / "ck", model, state={"step": 1})
-    with torch.no_grad():
-        model.head.bias.fill_(7.0)
-    T.save_checkpoint(tmp_path / "ck", model, state={"step": 2})
-    fresh = TinyLM()
-    assert T.load_checkpoint(tmp_path / "ck", fresh)["step"] == 2
-    assert (fresh.head.bias == 7.0).all()
-    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary directories left behind
-
-
-def test_loading_something_that_is_not_a_checkpoint_says_what_to_pass(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
-        T.load_checkpoint(tmp_path, TinyLM())
