@@ -1,5 +1,6 @@
 """Specifications of the training loop, batchers and checkpoints (Chapter 6)."""
 
+import contextlib
 import math
 
 import pytest
@@ -244,3 +245,191 @@ def test_time_limit_stops_early_and_evaluates_the_last_step():
     result = train(model, batcher, quiet(max_steps=10**6, batch_size=2, max_seconds=0.2), device="cpu")
     assert result.stopped == "time limit" and 0 < result.steps < 10**6
     assert result.history["step"][-1] == result.steps
+
+
+# ---------------------------------------------------------------- train_step
+
+
+def test_train_step_weights_micro_batches_by_their_valid_targets_like_one_big_batch():
+    """Two micro-batches with 3 and 9 valid targets give the gradient of the mean over all 12 (PyTorch reference)."""
+    torch.manual_seed(0)
+    model = TinyLM(dropout=0.0)
+    x = torch.randint(11, (4, 8))
+    y = torch.randint(11, (4, 8))
+    y[:2] = -100
+    y[0, :3] = torch.tensor([1, 2, 3])  # micro-batch 1: 3 valid targets
+    y[2:, 5:] = -100  # micro-batch 2: 10 valid targets
+    reference = TinyLM(dropout=0.0)
+    reference.load_state_dict(model.state_dict())
+    logits, _ = reference(x)
+    F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100).backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    result = T.train_step(model, optimizer, [(x[:2], y[:2]), (x[2:], y[2:])], amp=False)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+    with torch.no_grad():
+        expected = F.cross_entropy(reference(x)[0].flatten(0, 1), y.flatten(), ignore_index=-100)
+    assert result.loss == pytest.approx(expected.item(), rel=1e-5) and result.tokens == 32 and result.finite
+
+
+def test_train_step_syncs_gradients_only_on_the_last_micro_batch():
+    class FakeDDP(TinyLM):
+        def __init__(self):
+            super().__init__(dropout=0.0)
+            self.synced = []
+            self.inside = False
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.inside = True
+            yield
+            self.inside = False
+
+        def forward(self, idx, targets=None):
+            self.synced.append(not self.inside)
+            return super().forward(idx, targets)
+
+    model = FakeDDP()
+    batches = [TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 2) for _ in range(4)]
+    T.train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batches)
+    assert model.synced == [False, False, False, True]
+
+
+def test_train_step_refuses_to_step_on_a_non_finite_loss():
+    model = TinyLM(dropout=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 2)
+    with torch.no_grad():
+        model.head.bias[0] = float("inf")
+        before[-1][0] = float("inf")
+    result = T.train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), [(x, y)])
+    assert not result.finite and not math.isfinite(result.loss)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_configure_optimizer_uses_the_fused_kernel_where_pytorch_has_it():
+    optimizer = T.configure_optimizer(TinyLM(), TrainConfig(max_steps=1, batch_size=1), "cpu")
+    torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    assert optimizer.defaults.get("fused") is (True if torch_version >= (2, 4) else None) or torch_version < (2, 4)
+
+
+def test_compile_wraps_the_forward_and_checkpoints_keep_plain_names(tmp_path, monkeypatch):
+    compiled = []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = TinyLM()
+    config = quiet(max_steps=2, batch_size=2, compile=True, checkpoint_dir=str(tmp_path))
+    train(model, TokenBatcher(*repeating_data(), block_size=8), config, device="cpu")
+    assert compiled == [model]
+    T.load_checkpoint(tmp_path, TinyLM())
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def test_tokens_per_second_is_all_tokens_over_all_training_time():
+    model = TinyLM()
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    result = train(model, batcher, quiet(max_steps=12, batch_size=4, grad_accum_steps=2, log_interval=4), device="cpu")
+    assert result.tokens == 12 * 4 * 2 * 8
+    assert result.tokens_per_second == pytest.approx(result.tokens / result.training_seconds)
+    assert result.history["tokens_per_second"][-1] == pytest.approx(result.tokens_per_second)
+    assert result.training_seconds <= result.elapsed_seconds
+    assert 0 < result.mfu < 1
+
+
+# ---------------------------------------------------------------- resuming with other settings
+
+
+def test_resuming_with_other_settings_uses_the_new_ones_and_says_which_changed(tmp_path, capsys):
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    train(TinyLM(), batcher, quiet(max_steps=4, batch_size=2, lr=1e-3, checkpoint_dir=str(tmp_path)), device="cpu")
+    capsys.readouterr()
+    result = train(TinyLM(), batcher, quiet(max_steps=8, batch_size=2, lr=5e-3, min_lr=5e-3, weight_decay=0.0),
+                   device="cpu", resume=tmp_path)
+    printed = capsys.readouterr().out
+    assert "resuming at step 4" in printed and "lr 0.001 -> 0.005" in printed and "max_steps 4 -> 8" in printed
+    assert "weight_decay 0.1 -> 0.0" in printed and "seed" not in printed
+    assert result.history["lr"][4:] == pytest.approx([5e-3] * 4)
+
+
+# ---------------------------------------------------------------- bad inputs: clear errors, nothing silent
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(lr=NAN), "lr must be a finite number > 0, got nan"),
+        (dict(lr=INF), "lr must be a finite number > 0, got inf"),
+        (dict(lr="1e-3"), "lr must be a number, got '1e-3'"),
+        (dict(min_lr=NAN), "min_lr must be a finite number"),
+        (dict(weight_decay=NAN), "weight_decay must be a finite number >= 0, got nan"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+        (dict(betas=(NAN, 0.95)), r"betas must be two finite numbers in \[0, 1\), got \(nan, 0.95\)"),
+        (dict(betas=(0.9, 1.0)), "betas must be two finite numbers"),
+        (dict(betas=0.9), "betas must be two finite numbers"),
+        (dict(grad_clip=INF), "grad_clip must be a finite number > 0, got inf"),
+        (dict(grad_clip=NAN), "grad_clip must be a finite number > 0, got nan"),
+        (dict(max_seconds=NAN), "max_seconds must be a finite number > 0, got nan"),
+        (dict(max_seconds=-1.0), "max_seconds must be a finite number > 0"),
+        (dict(batch_size=2.5), "batch_size must be a whole number >= 1, got 2.5"),
+        (dict(max_steps=True), "max_steps must be a whole number >= 1, got True"),
+        (dict(warmup_steps=-1), "warmup_steps must be a whole number >= 0, got -1"),
+        (dict(eval_batch_size=0), "eval_batch_size must be a whole number >= 1"),
+        (dict(checkpoint_interval=5), "checkpoint_interval=5 but checkpoint_dir is None"),
+        (dict(checkpoint_dir=3), "checkpoint_dir must be a folder path"),
+        (dict(amp="yes"), "amp must be True or False, got 'yes'"),
+        (dict(compile=1), "compile must be True or False"),
+        (dict(seed=-3), "seed must be a whole number >= 0"),
+    ],
+)
+def test_non_finite_and_wrongly_typed_settings_are_rejected_by_name(bad, message):
+    values = dict(max_steps=10, batch_size=2)
+    values.update(bad)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**values)
+
+
+def test_train_rejects_a_model_or_config_of_the_wrong_kind():
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got dict"):
+        train(TinyLM(), batcher, dict(max_steps=1, batch_size=1), device="cpu")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        train(lambda x: x, batcher, quiet(max_steps=1, batch_size=1), device="cpu")
+    with pytest.raises(TypeError, match="must have get_batch"):
+        train(TinyLM(), [1, 2, 3], quiet(max_steps=1, batch_size=1), device="cpu")
+
+
+def test_non_finite_weights_are_never_written_over_the_last_good_checkpoint(tmp_path):
+    class Corrupting(TinyLM):
+        """During its 3rd training step a weight becomes infinite while the loss stays finite."""
+
+        def __init__(self):
+            super().__init__(dropout=0.0)
+            self.spare = nn.Parameter(torch.zeros(2, 2))  # not used by the loss
+            self.calls = 0
+
+        def forward(self, idx, targets=None):
+            if self.training:
+                self.calls += 1
+                if self.calls == 3:
+                    with torch.no_grad():
+                        self.spare.fill_(float("inf"))
+            return super().forward(idx, targets)
+
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    config = quiet(max_steps=8, batch_size=2, checkpoint_dir=str(tmp_path), checkpoint_interval=2)
+    result = train(Corrupting(), batcher, config, device="cpu")
+    assert result.stopped == "non-finite weights" and result.steps == 4
+    assert "step 4" in result.message and "step-000002" in result.message
+    assert result.checkpoint == str(tmp_path / "step-000002")
+    fresh = Corrupting()
+    assert T.load_checkpoint(tmp_path, fresh)["step"] == 2
+    assert all(torch.isfinite(p).all() for p in fresh.parameters())
