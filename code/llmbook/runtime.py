@@ -31,6 +31,8 @@ __all__ = [
     "peak_flops",
     "measure_peak_flops",
     "eval_mode",
+    "training_flops_per_token",
+    "stop_after_step_on_ctrl_c",
     "describe",
 ]
 
@@ -226,6 +228,53 @@ def eval_mode(model: torch.nn.Module):
             yield model
     finally:
         model.train(was_training)
+
+
+def training_flops_per_token(model: torch.nn.Module, context: int) -> float:
+    """FLOPs of one forward and backward pass per token with ``context`` tokens of context: MFU's numerator.
+
+    From ``model.flops_per_token(context, training=True)`` when the model has
+    it (Chapter 5's GPT and BERT); otherwise the 6N rule: 6 FLOPs per
+    parameter per token (2 forward, 4 backward).
+    """
+    if hasattr(model, "flops_per_token"):
+        import inspect
+
+        parameters = inspect.signature(model.flops_per_token).parameters
+        kwargs = {"context": context} if "context" in parameters else {}
+        if "training" in parameters:
+            kwargs["training"] = True
+        return float(model.flops_per_token(**kwargs))
+    return 6.0 * sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def stop_after_step_on_ctrl_c():
+    """Turn the first Ctrl-C (SIGINT) into a request: yields a :class:`threading.Event` that it sets.
+
+    A training loop checks the event between steps, so it stops at a step
+    boundary, never half-way through an optimizer update. A second Ctrl-C
+    raises :class:`KeyboardInterrupt` as usual. Outside the main thread
+    (where signals cannot be caught) the event is never set.
+    """
+    import signal
+    import threading
+
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def describe() -> str:

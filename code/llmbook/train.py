@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
 import os
 import time
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from llmbook import runtime
+from llmbook.checkpoint import _jsonable as checkpoint_jsonable
 from llmbook.checkpoint import capture_rng, find_checkpoint, load_checkpoint, save_checkpoint, save_step
 from llmbook.data import MaskedLMBatcher, TokenBatcher  # their home is llmbook.data; kept importable from here
 from llmbook.validate import finite_float, nonnegative_int, positive_int
@@ -367,22 +367,6 @@ HISTORY_KEYS = ("step", "train_loss", "val_loss", "seconds", "log_step", "loss",
                 "tokens_per_second", "mfu")
 
 
-def _training_flops_per_token(model: nn.Module, block_size: int) -> float:
-    """FLOPs of one forward and backward pass per token, the numerator of MFU.
-
-    From ``model.flops_per_token(context, training=True)`` when the model has
-    it (Chapter 5's GPT and BERT); otherwise the 6N rule: 6 FLOPs per
-    parameter per token (2 forward, 4 backward).
-    """
-    if hasattr(model, "flops_per_token"):
-        parameters = inspect.signature(model.flops_per_token).parameters
-        kwargs = {"context": block_size} if "context" in parameters else {}
-        if "training" in parameters:
-            kwargs["training"] = True
-        return float(model.flops_per_token(**kwargs))
-    return 6.0 * sum(p.numel() for p in model.parameters())
-
-
 class _LivePlot:
     """A loss figure redrawn in place in a notebook; the last drawing stays in the saved notebook."""
 
@@ -443,9 +427,10 @@ def _check_compatible(model: nn.Module, batcher: Any, config: TrainConfig) -> No
 
 @dataclass
 class _Run:
-    """Everything about a run that changes as it goes; what a checkpoint's ``state`` holds."""
+    """Everything about a run that changes as it goes (what a checkpoint's ``state`` holds), passed explicitly."""
 
-    history: dict[str, list]
+    config: TrainConfig
+    history: dict[str, list] = dataclasses.field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
     step: int = 0
     seconds: float = 0.0  # training time: evaluation and checkpoints excluded
     tokens: int = 0
@@ -453,102 +438,80 @@ class _Run:
     stopped: str = "completed"
     message: str = ""
     checkpoint: str | None = None
-    interrupted: bool = False
 
-    def state(self, config: TrainConfig, batcher: Any) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "config": dataclasses.asdict(config),
-            "history": self.history,
-            "training_seconds": self.seconds,
-            "tokens": self.tokens,
-            "batcher": batcher.state_dict() if hasattr(batcher, "state_dict") else None,
-        }
+    def state(self, batcher: Any) -> dict[str, Any]:
+        return {"step": self.step, "config": dataclasses.asdict(self.config), "history": self.history,
+                "training_seconds": self.seconds, "tokens": self.tokens,
+                "batcher": batcher.state_dict() if hasattr(batcher, "state_dict") else None}
+
+    def stop(self, why: str, message: str) -> None:
+        self.stopped, self.message = why, message
 
 
 _NOT_HYPERPARAMETERS = ("progress", "live_plot", "checkpoint_dir")
 
 
-def _resume(run: _Run, path, model, optimizer, scaler, generator, batcher, config: TrainConfig) -> None:
-    """Restore a run from a checkpoint. The new ``config`` wins; the settings that changed are printed."""
+def _resume(run: _Run, path, model, optimizer, scaler, generator, batcher) -> None:
+    """Restore a run from a checkpoint. The new config wins; the settings that changed are printed."""
     saved = load_checkpoint(path, model, optimizer, generator=generator, scaler=scaler)
     run.step, run.seconds = int(saved["step"]), float(saved.get("training_seconds", 0.0))
     run.tokens = int(saved.get("tokens", 0))
     run.history = {key: list(saved.get("history", {}).get(key, [])) for key in HISTORY_KEYS}
     if saved.get("batcher") is not None and hasattr(batcher, "load_state_dict"):
         batcher.load_state_dict(saved["batcher"])
-    old, new = saved.get("config", {}), dataclasses.asdict(config)
-    changed = [
-        f"{key} {old[key]!r} -> {new[key]!r}"
-        for key in new
-        if key in old and key not in _NOT_HYPERPARAMETERS and old[key] != (list(new[key]) if key == "betas" else new[key])
-    ]
+    old, new = saved.get("config", {}), checkpoint_jsonable(dataclasses.asdict(run.config))
+    changed = [f"{key} {old[key]!r} -> {new[key]!r}" for key in new
+               if key in old and key not in _NOT_HYPERPARAMETERS and old[key] != new[key]]
     if changed:
         print(f"resuming at step {run.step}; settings changed since the checkpoint (the new values apply): "
               + ", ".join(changed))
 
 
-def _record_evaluation(run: _Run, model, batcher, config: TrainConfig, device, bar, live) -> None:
+def _record_evaluation(run: _Run, model, batcher, device, bar, live) -> None:
+    config = run.config
     losses = evaluate(model, batcher, config.eval_steps, config.eval_batch_size or config.batch_size, device,
                       seed=config.seed + 1, amp=config.amp)
-    for key, value in (("step", run.step), ("train_loss", losses["train"]), ("val_loss", losses["val"]),
-                       ("seconds", run.seconds)):
+    for key, value in zip(("step", "train_loss", "val_loss", "seconds"),
+                          (run.step, losses["train"], losses["val"], run.seconds)):
         run.history[key].append(value)
     bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
     if live is not None:
         live.update(run.history, f"step {run.step}: validation loss {losses['val']:.3f}")
 
 
-def _record_log(run: _Run, result: StepResult, flops_per_token: float, peak: float) -> None:
+def _record_log(run: _Run, result: StepResult, flops_per_second_at_peak: float) -> None:
     tokens_per_second = run.tokens / max(run.seconds, 1e-9)  # all tokens over all training time
-    for key, value in (("log_step", run.step), ("loss", result.loss), ("lr", result.lr),
-                       ("grad_norm", result.grad_norm), ("tokens_per_second", tokens_per_second),
-                       ("mfu", tokens_per_second * flops_per_token / peak)):
+    for key, value in zip(("log_step", "loss", "lr", "grad_norm", "tokens_per_second", "mfu"),
+                          (run.step, result.loss, result.lr, result.grad_norm, tokens_per_second,
+                           tokens_per_second / flops_per_second_at_peak)):
         run.history[key].append(value)
 
 
-def _save(run: _Run, config: TrainConfig, model, optimizer, scaler, generator, batcher, rng=None) -> None:
-    """Save ``run`` in ``config.checkpoint_dir``, unless the weights are not finite (then stop the run instead)."""
-    if config.checkpoint_dir is None:
+def _save(run: _Run, model, optimizer, scaler, generator, batcher, rng=None) -> None:
+    """Save ``run`` in its ``checkpoint_dir``, unless the weights are not finite (then stop the run instead)."""
+    if run.config.checkpoint_dir is None:
         return
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        run.stopped = "non-finite weights"
-        run.message = (f"the weights hold NaN or infinite values at step {run.step}; no checkpoint was written, so "
-                       f"the last good one ({run.checkpoint or 'none'}) stays. Try a lower learning rate (lr).")
-        return
-    path = save_step(config.checkpoint_dir, run.step, model, optimizer, None, run.state(config, batcher),
-                     generator=generator, scaler=scaler, rng=rng)
-    run.checkpoint = str(path)
+        return run.stop("non-finite weights", f"the weights hold NaN or infinite values at step {run.step}; no "
+                        f"checkpoint was written, so the last good one ({run.checkpoint or 'none'}) stays. "
+                        "Try a lower learning rate (lr).")
+    run.checkpoint = str(save_step(run.config.checkpoint_dir, run.step, model, optimizer, None, run.state(batcher),
+                                   generator=generator, scaler=scaler, rng=rng))
 
 
-@contextlib.contextmanager
-def _interrupt_at_step_boundary(run: _Run):
-    """Ctrl-C (SIGINT) sets ``run.interrupted`` for the loop to stop after the current step; a second one raises."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        run.interrupted = True
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _nonfinite_message(result: StepResult, run: _Run, config: TrainConfig) -> str:
+def _nonfinite_message(result: StepResult, run: _Run) -> str:
     what = f"loss became {result.loss}" if not math.isfinite(result.loss) else f"gradient norm became {result.grad_norm}"
     kept = f" and the last checkpoint ({run.checkpoint}) was kept" if run.checkpoint else ""
     return (f"the training {what} at step {run.step + 1} (last good loss: {run.last_loss:.4f}). The weights are those "
             f"after the last good step{kept}. Try a lower learning rate (lr), more warm-up steps, gradient clipping, "
             "or check the data for bad token ids (or a batch whose targets are all -100).")
+
+
+def _interrupted_message(run: _Run) -> str:
+    if run.checkpoint is None:
+        return f"training interrupted at step {run.step}; set checkpoint_dir to keep a checkpoint when you interrupt"
+    return (f"training interrupted at step {run.step} of {run.config.max_steps}; checkpoint saved to {run.checkpoint} "
+            f"(continue with train(..., resume={str(run.config.checkpoint_dir)!r}))")
 
 
 def train(
@@ -575,69 +538,67 @@ def train(
     optimizer = configure_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and runtime.amp_dtype(device) == torch.float16)
     generator = torch.Generator().manual_seed(config.seed)
-    run = _Run({key: [] for key in HISTORY_KEYS})
+    run = _Run(config)
     if resume is not None:
-        _resume(run, find_checkpoint(resume), model, optimizer, scaler, generator, batcher, config)
+        _resume(run, find_checkpoint(resume), model, optimizer, scaler, generator, batcher)
     else:
         torch.manual_seed(config.seed)  # dropout masks repeat from run to run
     forward = torch.compile(model) if config.compile else model
-    flops_per_token = _training_flops_per_token(model, getattr(batcher, "block_size", 1))
-    peak = runtime.peak_flops(device)
+    peak_tokens_per_second = runtime.peak_flops(device) / runtime.training_flops_per_token(
+        model, getattr(batcher, "block_size", 1))
+    saving = (model, optimizer, scaler, generator, batcher)
     live = _LivePlot() if config.live_plot else None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.max_steps, initial=run.step, disable=not config.progress, desc="training", leave=True)
-    saving = (model, optimizer, scaler, generator, batcher)
     start = time.perf_counter()
     boundary_rng = capture_rng(generator)  # the random states after the last finished step
     if run.step == 0:
-        _record_evaluation(run, forward, batcher, config, device, bar, live)
+        _record_evaluation(run, forward, batcher, device, bar, live)
     try:
-        with _interrupt_at_step_boundary(run):
+        with runtime.stop_after_step_on_ctrl_c() as ctrl_c:
             while run.step < config.max_steps and run.stopped == "completed":
-                if run.interrupted:
+                if ctrl_c.is_set():
                     raise KeyboardInterrupt
                 if config.max_seconds is not None and run.seconds >= config.max_seconds:
-                    run.stopped = "time limit"
-                    run.message = f"stopped at step {run.step} after {run.seconds:.1f} s of training (max_seconds)"
+                    run.stop("time limit", f"stopped at step {run.step} after {run.seconds:.1f} s of training "
+                             "(max_seconds)")
                     break
                 step_start = time.perf_counter()
-                batches = [tuple(t.to(device, non_blocking=True) for t in batcher.get_batch("train", config.batch_size, generator))
-                           for _ in range(config.grad_accum_steps)]
+                batches = [tuple(t.to(device, non_blocking=True) for t in batcher.get_batch(
+                    "train", config.batch_size, generator)) for _ in range(config.grad_accum_steps)]
                 _apply_hyperparameters(optimizer, config, run.step)
-                result = train_step(forward, optimizer, batches, scaler=scaler, grad_clip=config.grad_clip, amp=config.amp)
+                result = train_step(forward, optimizer, batches, scaler=scaler, grad_clip=config.grad_clip,
+                                    amp=config.amp)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 if not result.finite:
-                    run.stopped, run.message = "non-finite loss", _nonfinite_message(result, run, config)
+                    run.stop("non-finite loss", _nonfinite_message(result, run))
                     break
                 run.seconds += time.perf_counter() - step_start
                 run.step, run.tokens, run.last_loss = run.step + 1, run.tokens + result.tokens, result.loss
                 boundary_rng = capture_rng(generator)  # evaluation uses its own generator and no dropout
                 bar.update(1)
-                if run.step % config.log_interval == 0 or run.step == config.max_steps:
-                    _record_log(run, result, flops_per_token, peak)
-                if run.step % config.eval_interval == 0 or run.step == config.max_steps:
-                    _record_evaluation(run, forward, batcher, config, device, bar, live)
-                if run.step == config.max_steps or (config.checkpoint_interval and run.step % config.checkpoint_interval == 0):
-                    _save(run, config, *saving)
+                last = run.step == config.max_steps
+                if last or run.step % config.log_interval == 0:
+                    _record_log(run, result, peak_tokens_per_second)
+                if last or run.step % config.eval_interval == 0:
+                    _record_evaluation(run, forward, batcher, device, bar, live)
+                if last or (config.checkpoint_interval and run.step % config.checkpoint_interval == 0):
+                    _save(run, *saving)
     except KeyboardInterrupt:
         run.stopped = "interrupted"
         if run.step > 0 or resume is not None:
-            _save(run, config, *saving, rng=boundary_rng)
-        run.message = f"training interrupted at step {run.step} of {config.max_steps}" + (
-            f"; checkpoint saved to {run.checkpoint} (continue with train(..., resume={config.checkpoint_dir!r}))"
-            if run.checkpoint and config.checkpoint_dir
-            else "; set checkpoint_dir to keep a checkpoint when you interrupt"
-        )
+            _save(run, *saving, rng=boundary_rng)
+        run.message = _interrupted_message(run)
     finally:
         bar.close()
         if live is not None:
             live.close()
     if run.stopped == "time limit":
         if not run.history["step"] or run.history["step"][-1] != run.step:
-            _record_evaluation(run, forward, batcher, config, device, bar, live)
-        _save(run, config, *saving)
+            _record_evaluation(run, forward, batcher, device, bar, live)
+        _save(run, *saving)
     if run.message:
         print(run.message)
     valid = [v for v in run.history["val_loss"] if math.isfinite(v)]
@@ -646,5 +607,5 @@ def train(
         history=run.history, best_val_loss=min(valid) if valid else math.nan,
         elapsed_seconds=time.perf_counter() - start, steps=run.step, stopped=run.stopped, message=run.message,
         checkpoint=run.checkpoint, training_seconds=run.seconds, tokens=run.tokens,
-        tokens_per_second=tokens_per_second, mfu=tokens_per_second * flops_per_token / peak,
+        tokens_per_second=tokens_per_second, mfu=tokens_per_second / peak_tokens_per_second,
     )
