@@ -28,9 +28,14 @@ def trained(tmp_path, steps=3):
 
 def snapshot(model, optimizer=None):
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    moments = {} if optimizer is None else {
-        i: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for i, s in enumerate(optimizer.state.values())
-    }
+    moments = (
+        {}
+        if optimizer is None
+        else {
+            i: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+            for i, s in enumerate(optimizer.state.values())
+        }
+    )
     return weights, moments
 
 
@@ -39,8 +44,6 @@ def assert_unchanged(model, optimizer, before):
     assert all(torch.equal(weights[k], before[0][k]) for k in weights)
     assert moments.keys() == before[1].keys()
     assert all(torch.equal(moments[i][k], before[1][i][k]) for i in moments for k in moments[i])
-
-
 
 
 def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
@@ -78,7 +81,12 @@ def test_checkpoints_hold_no_pickle_and_tied_weights_survive(tmp_path):
 
     model = Tied()
     path = T.save_checkpoint(tmp_path / "ck", model)
-    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "manifest.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+    ]
     for file in path.iterdir():
         assert b"\x80\x04" not in file.read_bytes()[:2]  # not a pickle stream
     fresh = Tied()
@@ -191,8 +199,14 @@ def flip_a_bit(file, where=0.6):
 
 
 DAMAGE = {
-    "bit-flipped weights": (lambda p: flip_a_bit(p / "model.safetensors"), "model.safetensors does not match its sha256"),
-    "bit-flipped optimizer": (lambda p: flip_a_bit(p / "optimizer.safetensors"), "optimizer.safetensors does not match"),
+    "bit-flipped weights": (
+        lambda p: flip_a_bit(p / "model.safetensors"),
+        "model.safetensors does not match its sha256",
+    ),
+    "bit-flipped optimizer": (
+        lambda p: flip_a_bit(p / "optimizer.safetensors"),
+        "optimizer.safetensors does not match",
+    ),
     "bit-flipped state": (lambda p: flip_a_bit(p / "state.json", 0.3), "state.json does not match its sha256"),
     "truncated weights": (
         lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:100]),
@@ -236,8 +250,10 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file_and_nothing_is_loaded(t
 WRONG_MODELS = {
     "wider model": (lambda: TinyLM(width=32), "shape"),
     "bigger vocabulary": (lambda: TinyLM(vocab_size=12), "another size"),
-    "other architecture": (lambda: GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)),
-                           "does not fit this GPT"),
+    "other architecture": (
+        lambda: GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)),
+        "does not fit this GPT",
+    ),
 }
 
 
@@ -278,7 +294,9 @@ def test_load_model_refuses_a_model_without_a_recorded_config(tmp_path):
 
 
 def test_load_model_builds_only_llmbook_classes(tmp_path):
-    path = C.save_checkpoint(tmp_path / "ck", GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=8)))
+    path = C.save_checkpoint(
+        tmp_path / "ck", GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    )
     rewrite_json(path / "state.json", lambda m: m["model"].update({"class": "os.system"}))
     reseal(path)
     with pytest.raises(C.CheckpointError, match="only builds llmbook's own classes"):
@@ -289,5 +307,10 @@ def test_a_missing_checkpoint_says_what_to_pass(tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         C.load_checkpoint(tmp_path / "nowhere", TinyLM())
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        train(TinyLM(), TokenBatcher(*repeating_data(), block_size=8), quiet(max_steps=1, batch_size=1),
-              device="cpu", resume=tmp_path)
+        train(
+            TinyLM(),
+            TokenBatcher(*repeating_data(), block_size=8),
+            quiet(max_steps=1, batch_size=1),
+            device="cpu",
+            resume=tmp_path,
+        )

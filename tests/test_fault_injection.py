@@ -85,8 +85,9 @@ class Runner:
         script.write_text(RUNNER)
         code = str(Path(checkpoint.__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=code + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-        self.process = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=env, bufsize=1)
+        self.process = subprocess.Popen(
+            [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+        )
         assert self.expect("runner") == []
 
     def expect(self, word: str, timeout: float = 120.0) -> list[str]:

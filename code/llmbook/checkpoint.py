@@ -52,6 +52,7 @@ __all__ = [
     "load_model",
     "read_checkpoint",
     "capture_rng",
+    "jsonable",
 ]
 
 FORMAT = "llmbook-checkpoint-2"
@@ -69,11 +70,12 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- random states and JSON
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with tensors, arrays, NumPy numbers, tuples and paths turned into plain JSON values."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -96,7 +98,7 @@ def capture_rng(generator: torch.Generator | None = None) -> tuple[dict[str, tor
     kind, keys, position, has_gauss, cached = np.random.get_state()
     plain = {
         "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
-        "python": _jsonable(random.getstate()),
+        "python": jsonable(random.getstate()),
     }
     return tensors, plain
 
@@ -125,9 +127,9 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
                 tensors[f"optimizer.{param_id}.{key}"] = value.detach().to("cpu").contiguous().clone()
                 entry[key] = {"tensor": f"optimizer.{param_id}.{key}"}
             else:
-                entry[key] = {"value": _jsonable(value)}
+                entry[key] = {"value": jsonable(value)}
         index[str(param_id)] = entry
-    return tensors, {"state": index, "param_groups": _jsonable(state_dict["param_groups"])}
+    return tensors, {"state": index, "param_groups": jsonable(state_dict["param_groups"])}
 
 
 def _model_record(model: nn.Module) -> dict[str, Any] | None:
@@ -137,7 +139,7 @@ def _model_record(model: nn.Module) -> dict[str, Any] | None:
     return {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "config_class": f"{type(config).__module__}.{type(config).__qualname__}",
-        "config": _jsonable(dataclasses.asdict(config)),
+        "config": jsonable(dataclasses.asdict(config)),
     }
 
 
@@ -177,10 +179,10 @@ def _write_checkpoint_files(folder: Path, model, optimizer, scheduler, state, ge
         optimizer_tensors, meta["optimizer"] = _flatten_optimizer(optimizer)
         tensors.update(optimizer_tensors)
     if scheduler is not None:
-        meta["scheduler"] = _jsonable(scheduler.state_dict())
+        meta["scheduler"] = jsonable(scheduler.state_dict())
     if scaler is not None:
-        meta["scaler"] = _jsonable(scaler.state_dict())
-    meta["state"] = _jsonable(state or {})
+        meta["scaler"] = jsonable(scaler.state_dict())
+    meta["state"] = jsonable(state or {})
     save_file(tensors, str(folder / "optimizer.safetensors"))
     (folder / "state.json").write_text(json.dumps(meta, indent=1, allow_nan=True), encoding="utf-8")
     _pause("state written")
@@ -232,16 +234,24 @@ def save_checkpoint(
     return path
 
 
-def save_step(checkpoint_dir: str | Path, step: int, model: nn.Module, *args: Any, keep: int = 1, **kwargs: Any) -> Path:
+def save_step(
+    checkpoint_dir: str | Path, step: int, model: nn.Module, *args: Any, keep: int = 1, **kwargs: Any
+) -> Path:
     """Save the checkpoint of ``step`` as ``checkpoint_dir/step-NNNNNN`` and point ``latest`` at it.
 
     The arguments after ``model`` are those of :func:`save_checkpoint`. Order
     of work: the step directory is written completely (temporary name, then
     rename), the ``latest`` pointer is replaced atomically, and only then are
     older step directories (beyond the newest ``keep``) and leftovers of
-    interrupted saves deleted.
+    interrupted saves deleted. Weights with a NaN or an infinity are refused
+    (:class:`CheckpointError`): they never replace the last good checkpoint.
     """
     checkpoint_dir = Path(checkpoint_dir)
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
+        raise CheckpointError(
+            f"the weights hold NaN or infinite values at step {step}; nothing was written to {checkpoint_dir}, "
+            "so its latest checkpoint stays the last good one; lower the learning rate (lr) and resume from it"
+        )
     name = f"step-{int(step):06d}"
     path = checkpoint_dir / name
     if not (path / MANIFEST).is_file():  # the same step saved twice (e.g. Ctrl-C right after resuming): keep it
@@ -419,7 +429,9 @@ def _optimizer_plan(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) ->
     """The optimizer state dict to load, after checking groups, sizes and shapes; raises before any change."""
     file = checkpoint.path / "state.json"
     if "optimizer" not in checkpoint.meta:
-        raise CheckpointError(f"{file} holds no optimizer state (it was saved without an optimizer); load the model only")
+        raise CheckpointError(
+            f"{file} holds no optimizer state (it was saved without an optimizer); load the model only"
+        )
     index = checkpoint.meta["optimizer"]
     groups = [dict(g) for g in index["param_groups"]]
     current = optimizer.param_groups

@@ -14,10 +14,9 @@ norm is recorded) and an AdamW step (weight decay on matrices only). The
 learning rate of each step comes from :func:`lr_at` (linear warm-up, then
 cosine decay to ``min_lr``).
 
-Around it :func:`train` evaluates every ``eval_interval`` steps, logs, draws,
-and saves checkpoints (:mod:`llmbook.checkpoint`) from which
-``train(..., resume=path)`` continues exactly where the saved run stopped (bit
-for bit on the CPU).
+Around it :func:`train` evaluates, logs, draws and saves checkpoints
+(:mod:`llmbook.checkpoint`) from which ``train(..., resume=path)`` continues
+exactly where the saved run stopped (bit for bit on the CPU).
 """
 
 from __future__ import annotations
@@ -27,16 +26,24 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from llmbook import runtime
-from llmbook.checkpoint import _jsonable as checkpoint_jsonable
-from llmbook.checkpoint import capture_rng, find_checkpoint, load_checkpoint, save_checkpoint, save_step
+from llmbook.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    find_checkpoint,
+    jsonable,
+    load_checkpoint,
+    save_checkpoint,
+    save_step,
+)
 from llmbook.data import MaskedLMBatcher, TokenBatcher  # their home is llmbook.data; kept importable from here
 from llmbook.validate import finite_float, nonnegative_int, positive_int
 
@@ -100,44 +107,44 @@ class TrainConfig:
     live_plot: bool = False
 
     def __post_init__(self):
-        checks = [
-            *[(positive_int, name, {}) for name in
-              ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_steps", "log_interval")],
-            (finite_float, "lr", dict(low=0, low_inclusive=False, hint="typical values: 1e-4 to 1e-2")),
-            (nonnegative_int, "warmup_steps", {}),
-            (finite_float, "weight_decay", dict(low=0, hint="typical values: 0 to 0.1")),
-            (nonnegative_int, "seed", {}),
-        ]
-        optional = [
-            (finite_float, "min_lr", dict(low=0, high=self.lr if _is_number(self.lr) else None, hint="0 <= min_lr <= lr")),
-            (positive_int, "lr_decay_steps", dict(minimum=max(1, self.warmup_steps) if isinstance(self.warmup_steps, int) else 1,
-                                                  hint="at least warmup_steps")),
-            (finite_float, "grad_clip", dict(low=0, low_inclusive=False, hint="or None for no clipping")),
-            (positive_int, "eval_batch_size", dict(hint="or None for batch_size")),
-            (positive_int, "checkpoint_interval", dict(hint="or None")),
-            (finite_float, "max_seconds", dict(low=0, low_inclusive=False, hint="or None for no time limit")),
-        ]
         problems = []
-        for check, name, options in checks + [c for c in optional if getattr(self, c[1]) is not None]:
-            try:
-                setattr(self, name, check(getattr(self, name), name, **options))
-            except ValueError as error:
-                problems.append(str(error))
-        try:
-            if isinstance(self.betas, (str, bytes)) or len(self.betas) != 2:
-                raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-            self.betas = tuple(finite_float(b, "betas", low=0, high=1, high_inclusive=False) for b in self.betas)
-        except (TypeError, ValueError):
-            problems.append(f"betas must be two finite numbers in [0, 1), got {self.betas!r} (typical: (0.9, 0.95))")
+
+        def check(name: str, test, optional: bool = False, **options) -> None:
+            value = getattr(self, name)
+            if not (optional and value is None):
+                try:
+                    setattr(self, name, test(value, name, **options))
+                except ValueError as error:
+                    problems.append(str(error))
+
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_steps", "log_interval"):
+            check(name, positive_int)
+        for name in ("warmup_steps", "seed"):
+            check(name, nonnegative_int)
         for name in ("amp", "compile", "progress", "live_plot"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check(name, _flag)
+        check("lr", finite_float, low=0, low_inclusive=False, hint="typical values: 1e-4 to 1e-2")
+        check("weight_decay", finite_float, low=0, hint="typical values: 0 to 0.1")
+        check("betas", _betas)
+        lr, warmup = self.lr if isinstance(self.lr, float) else None, self.warmup_steps
+        check("min_lr", finite_float, True, low=0, high=lr, hint="between 0 and lr, or None for lr / 10")
+        check(
+            "lr_decay_steps",
+            positive_int,
+            True,
+            minimum=max(1, warmup if isinstance(warmup, int) else 1),
+            hint="at least warmup_steps, or None for max_steps",
+        )
+        check("grad_clip", finite_float, True, low=0, low_inclusive=False, hint="or None for no clipping")
+        check("eval_batch_size", positive_int, True, hint="or None for batch_size")
+        check("checkpoint_interval", positive_int, True, hint="or None")
+        check("max_seconds", finite_float, True, low=0, low_inclusive=False, hint="or None for no time limit")
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
             problems.append(f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}")
         if self.checkpoint_interval is not None and self.checkpoint_dir is None:
             problems.append(
-                f"checkpoint_interval={self.checkpoint_interval} but checkpoint_dir is None, so nothing would be "
-                "saved; set checkpoint_dir to a folder (or drop checkpoint_interval)"
+                f"checkpoint_interval={self.checkpoint_interval} but checkpoint_dir is None, so nothing "
+                "would be saved; set checkpoint_dir to a folder (or drop checkpoint_interval)"
             )
         if problems:
             raise ValueError("bad TrainConfig: " + "; ".join(problems))
@@ -151,8 +158,19 @@ class TrainConfig:
         return self.max_steps if self.lr_decay_steps is None else self.lr_decay_steps
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _betas(value: Any, name: str) -> tuple[float, float]:
+    try:
+        if isinstance(value, (str, bytes)) or len(value) != 2:
+            raise ValueError
+        return tuple(finite_float(b, name, low=0, high=1, high_inclusive=False) for b in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two finite numbers in [0, 1), got {value!r} (typical: (0.9, 0.95))") from None
 
 
 def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -224,7 +242,9 @@ def _loss_of(output: Any) -> torch.Tensor:
     elif isinstance(output, dict) and "loss" in output:
         loss = output["loss"]
     else:
-        raise TypeError(f"the model's forward(idx, targets) must return (logits, loss, ...); got {type(output).__name__}")
+        raise TypeError(
+            f"the model's forward(idx, targets) must return (logits, loss, ...); got {type(output).__name__}"
+        )
     if loss is None or not torch.is_tensor(loss):
         raise TypeError("the model returned no loss: call it with targets, and make forward compute the loss")
     return loss
@@ -363,8 +383,7 @@ class TrainResult:
         return self.history["val_loss"][-1] if self.history["val_loss"] else float("nan")
 
 
-HISTORY_KEYS = ("step", "train_loss", "val_loss", "seconds", "log_step", "loss", "lr", "grad_norm",
-                "tokens_per_second", "mfu")
+HISTORY_KEYS = tuple("step train_loss val_loss seconds log_step loss lr grad_norm tokens_per_second mfu".split())
 
 
 class _LivePlot:
@@ -410,7 +429,9 @@ def _check_compatible(model: nn.Module, batcher: Any, config: TrainConfig) -> No
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}; use TrainConfig(max_steps=..., batch_size=...)")
+        raise TypeError(
+            f"config must be a TrainConfig, got {type(config).__name__}; use TrainConfig(max_steps=..., batch_size=...)"
+        )
     if not hasattr(batcher, "get_batch"):
         raise TypeError(f"the batcher must have get_batch(split, batch_size, generator); got {type(batcher).__name__}")
     model_block = _model_block_size(model)
@@ -425,93 +446,173 @@ def _check_compatible(model: nn.Module, batcher: Any, config: TrainConfig) -> No
         raise ValueError("the model has no trainable parameters; set requires_grad=True on what should learn")
 
 
-@dataclass
-class _Run:
-    """Everything about a run that changes as it goes (what a checkpoint's ``state`` holds), passed explicitly."""
+_NOT_HYPERPARAMETERS = ("progress", "live_plot", "checkpoint_dir")
 
-    config: TrainConfig
-    history: dict[str, list] = dataclasses.field(default_factory=lambda: {key: [] for key in HISTORY_KEYS})
-    step: int = 0
-    seconds: float = 0.0  # training time: evaluation and checkpoints excluded
-    tokens: int = 0
-    last_loss: float = math.nan
-    stopped: str = "completed"
-    message: str = ""
-    checkpoint: str | None = None
 
-    def state(self, batcher: Any) -> dict[str, Any]:
-        return {"step": self.step, "config": dataclasses.asdict(self.config), "history": self.history,
-                "training_seconds": self.seconds, "tokens": self.tokens,
-                "batcher": batcher.state_dict() if hasattr(batcher, "state_dict") else None}
+class _Loop:
+    """One call of :func:`train`: what it trains with and what a checkpoint of it holds, all as attributes."""
+
+    def __init__(self, model: nn.Module, batcher: Any, config: TrainConfig, device: torch.device):
+        self.model, self.batcher, self.config, self.device = model, batcher, config, device
+        self.optimizer = configure_optimizer(model, config, device)
+        fp16 = config.amp and runtime.amp_dtype(device) == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)  # loss scaling for fp16 only
+        self.generator = torch.Generator().manual_seed(config.seed)  # draws the training batches
+        self.forward = torch.compile(model) if config.compile else model
+        self.history = {key: [] for key in HISTORY_KEYS}
+        self.step, self.seconds, self.tokens, self.last_loss = 0, 0.0, 0, math.nan  # seconds: training time only
+        self.stopped, self.message, self.checkpoint, self.live, self.bar = "completed", "", None, None, None
+        flops = runtime.training_flops_per_token(model, getattr(batcher, "block_size", 1))
+        self.peak_tokens_per_second = runtime.peak_flops(device) / flops
+
+    def resume(self, path: Path) -> None:
+        """Restore from a checkpoint. The new config wins; the settings that changed are printed."""
+        saved = load_checkpoint(path, self.model, self.optimizer, generator=self.generator, scaler=self.scaler)
+        self.step, self.seconds = int(saved["step"]), float(saved.get("training_seconds", 0.0))
+        self.tokens = int(saved.get("tokens", 0))
+        self.history = {key: list(saved.get("history", {}).get(key, [])) for key in HISTORY_KEYS}
+        if saved.get("batcher") is not None and hasattr(self.batcher, "load_state_dict"):
+            self.batcher.load_state_dict(saved["batcher"])
+        old, new = saved.get("config", {}), jsonable(dataclasses.asdict(self.config))
+        changed = [
+            f"{k} {old[k]!r} -> {new[k]!r}"
+            for k in new
+            if k not in _NOT_HYPERPARAMETERS and old.get(k, new[k]) != new[k]
+        ]
+        if changed:
+            print(
+                f"resuming at step {self.step}; changed since the checkpoint (the new values apply): {', '.join(changed)}"
+            )
+
+    def state(self) -> dict[str, Any]:
+        batcher_state = self.batcher.state_dict() if hasattr(self.batcher, "state_dict") else None
+        return dict(
+            step=self.step,
+            config=dataclasses.asdict(self.config),
+            history=self.history,
+            batcher=batcher_state,
+            training_seconds=self.seconds,
+            tokens=self.tokens,
+        )
 
     def stop(self, why: str, message: str) -> None:
         self.stopped, self.message = why, message
 
+    def run_step(self) -> None:
+        """One optimizer step with its bookkeeping: time, tokens, log, evaluation, checkpoint."""
+        config, device = self.config, self.device
+        if config.max_seconds is not None and self.seconds >= config.max_seconds:
+            return self.stop("time limit", f"stopped at step {self.step} after {self.seconds:.1f} s of training")
+        start = time.perf_counter()
+        batches = [
+            self.batcher.get_batch("train", config.batch_size, self.generator) for _ in range(config.grad_accum_steps)
+        ]
+        batches = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in batches]
+        _apply_hyperparameters(self.optimizer, config, self.step)
+        result = train_step(
+            self.forward, self.optimizer, batches, scaler=self.scaler, grad_clip=config.grad_clip, amp=config.amp
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if not result.finite:
+            return self.stop("non-finite loss", self.nonfinite_message(result))
+        self.seconds += time.perf_counter() - start
+        self.step, self.tokens, self.last_loss = self.step + 1, self.tokens + result.tokens, result.loss
+        self.rng = capture_rng(self.generator)  # the random states after the last finished step
+        self.bar.update(1)
+        last = self.step == config.max_steps
+        if last or self.step % config.log_interval == 0:
+            self.log(result)
+        if last or self.step % config.eval_interval == 0:
+            self.evaluate()
+        if last or (config.checkpoint_interval and self.step % config.checkpoint_interval == 0):
+            self.save()
 
-_NOT_HYPERPARAMETERS = ("progress", "live_plot", "checkpoint_dir")
+    def log(self, result: StepResult) -> None:
+        tokens_per_second = self.tokens / max(self.seconds, 1e-9)  # all tokens over all training time
+        values = (
+            self.step,
+            result.loss,
+            result.lr,
+            result.grad_norm,
+            tokens_per_second,
+            tokens_per_second / self.peak_tokens_per_second,
+        )
+        for key, value in zip(("log_step", "loss", "lr", "grad_norm", "tokens_per_second", "mfu"), values):
+            self.history[key].append(value)
 
+    def evaluate(self) -> None:
+        config = self.config
+        batch_size = config.eval_batch_size or config.batch_size
+        losses = evaluate(
+            self.forward, self.batcher, config.eval_steps, batch_size, self.device, config.seed + 1, amp=config.amp
+        )
+        for key, value in zip(
+            ("step", "train_loss", "val_loss", "seconds"), (self.step, losses["train"], losses["val"], self.seconds)
+        ):
+            self.history[key].append(value)
+        self.bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
+        if self.live is not None:
+            self.live.update(self.history, f"step {self.step}: validation loss {losses['val']:.3f}")
 
-def _resume(run: _Run, path, model, optimizer, scaler, generator, batcher) -> None:
-    """Restore a run from a checkpoint. The new config wins; the settings that changed are printed."""
-    saved = load_checkpoint(path, model, optimizer, generator=generator, scaler=scaler)
-    run.step, run.seconds = int(saved["step"]), float(saved.get("training_seconds", 0.0))
-    run.tokens = int(saved.get("tokens", 0))
-    run.history = {key: list(saved.get("history", {}).get(key, [])) for key in HISTORY_KEYS}
-    if saved.get("batcher") is not None and hasattr(batcher, "load_state_dict"):
-        batcher.load_state_dict(saved["batcher"])
-    old, new = saved.get("config", {}), checkpoint_jsonable(dataclasses.asdict(run.config))
-    changed = [f"{key} {old[key]!r} -> {new[key]!r}" for key in new
-               if key in old and key not in _NOT_HYPERPARAMETERS and old[key] != new[key]]
-    if changed:
-        print(f"resuming at step {run.step}; settings changed since the checkpoint (the new values apply): "
-              + ", ".join(changed))
+    def save(self, rng=None) -> None:
+        """Save in ``checkpoint_dir`` (with ``rng``, the random states to store); non-finite weights stop the run."""
+        if self.config.checkpoint_dir is not None:
+            try:
+                path = save_step(
+                    self.config.checkpoint_dir,
+                    self.step,
+                    self.model,
+                    self.optimizer,
+                    None,
+                    self.state(),
+                    generator=self.generator,
+                    scaler=self.scaler,
+                    rng=rng,
+                )
+                self.checkpoint = str(path)
+            except CheckpointError as error:
+                self.stop("non-finite weights", f"{error} (the last good one: {self.checkpoint})")
 
+    def nonfinite_message(self, result: StepResult) -> str:
+        what = (
+            f"loss became {result.loss}"
+            if not math.isfinite(result.loss)
+            else f"gradient norm became {result.grad_norm}"
+        )
+        kept = f" and the last checkpoint ({self.checkpoint}) was kept" if self.checkpoint else ""
+        return (
+            f"the training {what} at step {self.step + 1} (last good loss: {self.last_loss:.4f}). The weights are "
+            f"those after the last good step{kept}. Try a lower learning rate (lr), more warm-up steps, gradient "
+            "clipping, or check the data for bad token ids (or a batch whose targets are all -100)."
+        )
 
-def _record_evaluation(run: _Run, model, batcher, device, bar, live) -> None:
-    config = run.config
-    losses = evaluate(model, batcher, config.eval_steps, config.eval_batch_size or config.batch_size, device,
-                      seed=config.seed + 1, amp=config.amp)
-    for key, value in zip(("step", "train_loss", "val_loss", "seconds"),
-                          (run.step, losses["train"], losses["val"], run.seconds)):
-        run.history[key].append(value)
-    bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
-    if live is not None:
-        live.update(run.history, f"step {run.step}: validation loss {losses['val']:.3f}")
+    def interrupted(self, save: bool) -> None:
+        self.stopped = "interrupted"
+        if save:
+            self.save(rng=self.rng)
+        self.message = f"training interrupted at step {self.step} of {self.config.max_steps}; " + (
+            f"checkpoint saved to {self.checkpoint} (continue with train(..., resume={self.checkpoint!r}))"
+            if self.checkpoint
+            else "set checkpoint_dir to keep a checkpoint when you interrupt"
+        )
 
-
-def _record_log(run: _Run, result: StepResult, flops_per_second_at_peak: float) -> None:
-    tokens_per_second = run.tokens / max(run.seconds, 1e-9)  # all tokens over all training time
-    for key, value in zip(("log_step", "loss", "lr", "grad_norm", "tokens_per_second", "mfu"),
-                          (run.step, result.loss, result.lr, result.grad_norm, tokens_per_second,
-                           tokens_per_second / flops_per_second_at_peak)):
-        run.history[key].append(value)
-
-
-def _save(run: _Run, model, optimizer, scaler, generator, batcher, rng=None) -> None:
-    """Save ``run`` in its ``checkpoint_dir``, unless the weights are not finite (then stop the run instead)."""
-    if run.config.checkpoint_dir is None:
-        return
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        return run.stop("non-finite weights", f"the weights hold NaN or infinite values at step {run.step}; no "
-                        f"checkpoint was written, so the last good one ({run.checkpoint or 'none'}) stays. "
-                        "Try a lower learning rate (lr).")
-    run.checkpoint = str(save_step(run.config.checkpoint_dir, run.step, model, optimizer, None, run.state(batcher),
-                                   generator=generator, scaler=scaler, rng=rng))
-
-
-def _nonfinite_message(result: StepResult, run: _Run) -> str:
-    what = f"loss became {result.loss}" if not math.isfinite(result.loss) else f"gradient norm became {result.grad_norm}"
-    kept = f" and the last checkpoint ({run.checkpoint}) was kept" if run.checkpoint else ""
-    return (f"the training {what} at step {run.step + 1} (last good loss: {run.last_loss:.4f}). The weights are those "
-            f"after the last good step{kept}. Try a lower learning rate (lr), more warm-up steps, gradient clipping, "
-            "or check the data for bad token ids (or a batch whose targets are all -100).")
-
-
-def _interrupted_message(run: _Run) -> str:
-    if run.checkpoint is None:
-        return f"training interrupted at step {run.step}; set checkpoint_dir to keep a checkpoint when you interrupt"
-    return (f"training interrupted at step {run.step} of {run.config.max_steps}; checkpoint saved to {run.checkpoint} "
-            f"(continue with train(..., resume={str(run.config.checkpoint_dir)!r}))")
+    def result(self, elapsed: float) -> TrainResult:
+        valid = [v for v in self.history["val_loss"] if math.isfinite(v)]
+        tokens_per_second = self.tokens / self.seconds if self.seconds > 0 else math.nan
+        return TrainResult(
+            self.history,
+            min(valid) if valid else math.nan,
+            elapsed,
+            self.step,
+            self.stopped,
+            self.message,
+            self.checkpoint,
+            self.seconds,
+            self.tokens,
+            tokens_per_second,
+            tokens_per_second / self.peak_tokens_per_second,
+        )
 
 
 def train(
@@ -535,77 +636,34 @@ def train(
     _check_compatible(model, batcher, config)
     device = torch.device(device) if device is not None else runtime.get_device()
     model.to(device).train()
-    optimizer = configure_optimizer(model, config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and runtime.amp_dtype(device) == torch.float16)
-    generator = torch.Generator().manual_seed(config.seed)
-    run = _Run(config)
+    loop = _Loop(model, batcher, config, device)
     if resume is not None:
-        _resume(run, find_checkpoint(resume), model, optimizer, scaler, generator, batcher)
+        loop.resume(find_checkpoint(resume))
     else:
         torch.manual_seed(config.seed)  # dropout masks repeat from run to run
-    forward = torch.compile(model) if config.compile else model
-    peak_tokens_per_second = runtime.peak_flops(device) / runtime.training_flops_per_token(
-        model, getattr(batcher, "block_size", 1))
-    saving = (model, optimizer, scaler, generator, batcher)
-    live = _LivePlot() if config.live_plot else None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.max_steps, initial=run.step, disable=not config.progress, desc="training", leave=True)
-    start = time.perf_counter()
-    boundary_rng = capture_rng(generator)  # the random states after the last finished step
-    if run.step == 0:
-        _record_evaluation(run, forward, batcher, device, bar, live)
+    loop.live = _LivePlot() if config.live_plot else None
+    loop.bar = tqdm(total=config.max_steps, initial=loop.step, disable=not config.progress, desc="training")
+    start, loop.rng = time.perf_counter(), capture_rng(loop.generator)
+    if loop.step == 0:
+        loop.evaluate()
     try:
         with runtime.stop_after_step_on_ctrl_c() as ctrl_c:
-            while run.step < config.max_steps and run.stopped == "completed":
+            while loop.step < config.max_steps and loop.stopped == "completed":
                 if ctrl_c.is_set():
                     raise KeyboardInterrupt
-                if config.max_seconds is not None and run.seconds >= config.max_seconds:
-                    run.stop("time limit", f"stopped at step {run.step} after {run.seconds:.1f} s of training "
-                             "(max_seconds)")
-                    break
-                step_start = time.perf_counter()
-                batches = [tuple(t.to(device, non_blocking=True) for t in batcher.get_batch(
-                    "train", config.batch_size, generator)) for _ in range(config.grad_accum_steps)]
-                _apply_hyperparameters(optimizer, config, run.step)
-                result = train_step(forward, optimizer, batches, scaler=scaler, grad_clip=config.grad_clip,
-                                    amp=config.amp)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if not result.finite:
-                    run.stop("non-finite loss", _nonfinite_message(result, run))
-                    break
-                run.seconds += time.perf_counter() - step_start
-                run.step, run.tokens, run.last_loss = run.step + 1, run.tokens + result.tokens, result.loss
-                boundary_rng = capture_rng(generator)  # evaluation uses its own generator and no dropout
-                bar.update(1)
-                last = run.step == config.max_steps
-                if last or run.step % config.log_interval == 0:
-                    _record_log(run, result, peak_tokens_per_second)
-                if last or run.step % config.eval_interval == 0:
-                    _record_evaluation(run, forward, batcher, device, bar, live)
-                if last or (config.checkpoint_interval and run.step % config.checkpoint_interval == 0):
-                    _save(run, *saving)
+                loop.run_step()
     except KeyboardInterrupt:
-        run.stopped = "interrupted"
-        if run.step > 0 or resume is not None:
-            _save(run, *saving, rng=boundary_rng)
-        run.message = _interrupted_message(run)
+        loop.interrupted(save=loop.step > 0 or resume is not None)
     finally:
-        bar.close()
-        if live is not None:
-            live.close()
-    if run.stopped == "time limit":
-        if not run.history["step"] or run.history["step"][-1] != run.step:
-            _record_evaluation(run, forward, batcher, device, bar, live)
-        _save(run, *saving)
-    if run.message:
-        print(run.message)
-    valid = [v for v in run.history["val_loss"] if math.isfinite(v)]
-    tokens_per_second = run.tokens / run.seconds if run.seconds > 0 else math.nan
-    return TrainResult(
-        history=run.history, best_val_loss=min(valid) if valid else math.nan,
-        elapsed_seconds=time.perf_counter() - start, steps=run.step, stopped=run.stopped, message=run.message,
-        checkpoint=run.checkpoint, training_seconds=run.seconds, tokens=run.tokens,
-        tokens_per_second=tokens_per_second, mfu=tokens_per_second / peak_tokens_per_second,
-    )
+        loop.bar.close()
+        if loop.live is not None:
+            loop.live.close()
+    if loop.stopped == "time limit":
+        if not loop.history["step"] or loop.history["step"][-1] != loop.step:
+            loop.evaluate()
+        loop.save()
+    if loop.message:
+        print(loop.message)
+    return loop.result(time.perf_counter() - start)
