@@ -314,3 +314,14 @@ def test_a_missing_checkpoint_says_what_to_pass(tmp_path):
             device="cpu",
             resume=tmp_path,
         )
+
+
+def test_save_step_refuses_non_finite_weights_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = TinyLM()
+    C.save_step(tmp_path, 1, model, state={"step": 1})
+    with torch.no_grad():
+        model.head.bias[3] = float("nan")
+    with pytest.raises(C.CheckpointError, match="NaN or infinite values at step 2"):
+        C.save_step(tmp_path, 2, model, state={"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000001"]
+    assert C.load_checkpoint(tmp_path, TinyLM())["step"] == 1
