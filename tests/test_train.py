@@ -2,6 +2,8 @@
 
 import contextlib
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -237,6 +239,48 @@ def test_keyboard_interrupt_saves_a_checkpoint_and_returns_the_partial_run(tmp_p
     for a, b in zip(straight_model.parameters(), resumed_model.parameters()):
         assert torch.equal(a, b)
     assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_a_real_ctrl_c_stops_at_the_next_step_boundary_and_the_checkpoint_resumes_exactly(tmp_path):
+    class SigintBatcher(TokenBatcher):
+        calls = 0
+
+        def get_batch(self, split, batch_size, generator=None):
+            if split == "train":
+                SigintBatcher.calls += 1
+                if SigintBatcher.calls == 10:  # 2 for the evaluation at step 0; in the middle of step 8
+                    os.kill(os.getpid(), signal.SIGINT)
+            return super().get_batch(split, batch_size, generator)
+
+    handler = signal.getsignal(signal.SIGINT)
+    torch.manual_seed(123)
+    model = TinyLM(dropout=0.2)
+    config = quiet(max_steps=20, batch_size=4, lr=3e-3, warmup_steps=3, checkpoint_dir=str(tmp_path), eval_interval=100)
+    result = train(model, SigintBatcher(*repeating_data(), block_size=8), config, device="cpu")
+    assert result.stopped == "interrupted" and result.steps == 8  # the step under way was finished
+    assert signal.getsignal(signal.SIGINT) is handler
+    straight_model, straight = run_resumable(20)
+    resumed_model, resumed = run_resumable(20, resume=tmp_path)
+    for a, b in zip(straight_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_fused_and_plain_adamw_take_the_same_step():
+    torch.manual_seed(0)
+    a, b = TinyLM(dropout=0.0), TinyLM(dropout=0.0)
+    b.load_state_dict(a.state_dict())
+    fused = T.configure_optimizer(a, TrainConfig(max_steps=1, batch_size=1), "cpu")
+    plain = torch.optim.AdamW([dict(g, params=list(m)) for g, m in zip(fused.param_groups, (
+        [p for p in b.parameters() if p.dim() >= 2], [p for p in b.parameters() if p.dim() < 2]))])
+    for g in plain.param_groups:
+        g.update(fused=None, foreach=False)
+    batch = TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 4, torch.Generator().manual_seed(0))
+    for model, optimizer in ((a, fused), (b, plain)):
+        for _ in range(3):
+            T.train_step(model, optimizer, [batch])
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
 
 
 def test_time_limit_stops_early_and_evaluates_the_last_step():
