@@ -325,3 +325,11 @@ def test_save_step_refuses_non_finite_weights_and_keeps_the_last_good_checkpoint
         C.save_step(tmp_path, 2, model, state={"step": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000001"]
     assert C.load_checkpoint(tmp_path, TinyLM())["step"] == 1
+
+
+def test_save_checkpoint_never_replaces_a_folder_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="results exists and is not a checkpoint"):
+        C.save_checkpoint(tmp_path / "results", TinyLM())
+    assert (tmp_path / "results" / "notes.txt").read_text() == "keep me"

@@ -216,6 +216,11 @@ def save_checkpoint(
     finds. Training runs use :func:`save_step`, which needs no such swap.
     """
     path = Path(path)
+    if path.exists() and not (path / MANIFEST).is_file():
+        raise FileExistsError(
+            f"{path} exists and is not a checkpoint; save_checkpoint replaces only checkpoints: "
+            "choose a new folder name (or delete that folder yourself)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:

@@ -446,7 +446,7 @@ def _check_compatible(model: nn.Module, batcher: Any, config: TrainConfig) -> No
         raise ValueError("the model has no trainable parameters; set requires_grad=True on what should learn")
 
 
-_NOT_HYPERPARAMETERS = ("progress", "live_plot", "checkpoint_dir")
+_NOT_HYPERPARAMETERS = ("progress", "live_plot", "checkpoint_dir", "checkpoint_interval")  # not printed on resume
 
 
 class _Loop:
