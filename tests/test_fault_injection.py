@@ -26,7 +26,7 @@ from llmbook import checkpoint
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (Linux or macOS)")
 
-STEPS = 150
+STEPS = 120
 KILLS = 20
 
 RUNNER = textwrap.dedent(
@@ -108,8 +108,8 @@ class Runner:
         self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
-    def start(self, folder: Path, pause: float) -> int:
-        self.send(f"run {folder} {STEPS} 3 {pause}")
+    def start(self, folder: Path, pause: float, interval: int = 3) -> int:
+        self.send(f"run {folder} {STEPS} {interval} {pause}")
         pid = int(self.expect("started")[0])
         assert int(self.expect("ready")[0]) == pid
         return pid
@@ -133,35 +133,42 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resuming_is_ex
     runner = Runner(tmp_path)
     try:
         # The uninterrupted run.
-        pid = runner.start(tmp_path / "straight", pause=0)
+        pid = runner.start(tmp_path / "straight", pause=0, interval=STEPS)
         runner.expect("done")
         assert runner.reap(pid) == 0
         expected = final_weights(tmp_path / "straight")
 
-        # The same run, killed 20 times; each attempt resumes from whatever the last one left.
-        folder, rng = tmp_path / "killed", random.Random(1234)
-        steps_seen, in_save = [], 0
-        for _ in range(KILLS):
+        # The same run, killed again and again; each attempt resumes from whatever the last one left. An attempt
+        # that finishes before its kill completes its sequence (checked), and the next kill starts a new one.
+        rng, kills, in_save, sequences, steps_seen = random.Random(1234), 0, 0, [tmp_path / "killed-0"], []
+        while kills < KILLS:
+            folder = sequences[-1]
             pid = runner.start(folder, pause=0.004)
-            time.sleep(rng.uniform(0.0, 0.25))
+            time.sleep(rng.uniform(0.0, 0.4))
             os.kill(pid, signal.SIGKILL)
-            assert runner.reap(pid) != 0, "the process finished before it was killed; raise STEPS"
+            if runner.reap(pid) == 0:  # it had finished
+                assert final_weights(folder).keys() == expected.keys()
+                assert all(torch.equal(final_weights(folder)[k], v) for k, v in expected.items())
+                sequences.append(tmp_path / f"killed-{len(sequences)}")
+                steps_seen = []
+                continue
+            kills += 1
             leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
             steps = sorted(p.name for p in folder.glob("step-*")) if folder.exists() else []
             in_save += bool(leftovers) or len(steps) > 1
-            if steps:  # a loadable latest checkpoint, every time
+            if steps:  # a loadable latest checkpoint, every time, and never an older one than before
                 path = checkpoint.find_checkpoint(folder)
                 checkpoint.read_checkpoint(path)
                 steps_seen.append(int(path.name.split("-")[1]))
-        assert steps_seen == sorted(steps_seen) and steps_seen[-1] > 0, steps_seen
+                assert steps_seen == sorted(steps_seen), steps_seen
         assert in_save >= 3, f"only {in_save} of {KILLS} kills landed inside a save"
 
-        pid = runner.start(folder, pause=0)
+        pid = runner.start(sequences[-1], pause=0, interval=30)
         assert int(runner.expect("done")[1]) == STEPS
         assert runner.reap(pid) == 0
     finally:
         runner.close()
-    resumed = final_weights(folder)
+    resumed = final_weights(sequences[-1])
     assert resumed.keys() == expected.keys()
     for name in expected:
         assert torch.equal(resumed[name], expected[name]), name
