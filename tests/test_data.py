@@ -325,8 +325,8 @@ def test_tang_poems_file_count_out_of_range_is_an_error(files):
 
 
 def test_token_batcher_targets_are_inputs_shifted_by_one():
-    data = torch.arange(1000)
-    batcher = data.TokenBatcher(data[:900], data[900:], block_size=16)
+    ids = torch.arange(1000)
+    batcher = data.TokenBatcher(ids[:900], ids[900:], block_size=16)
     x, y = batcher.get_batch("train", 8, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (8, 16)
     assert torch.equal(y, x + 1)
@@ -355,8 +355,8 @@ def test_token_batcher_rejects_data_shorter_than_a_window():
 
 def test_masked_lm_batcher_follows_the_80_10_10_rule():
     vocab, mask_id = 50, 0
-    data = torch.randint(1, vocab, (20_000,), generator=torch.Generator().manual_seed(0))
-    batcher = data.MaskedLMBatcher(data, data[:1000], block_size=64, mask_token_id=mask_id, vocab_size=vocab)
+    ids = torch.randint(1, vocab, (20_000,), generator=torch.Generator().manual_seed(0))
+    batcher = data.MaskedLMBatcher(ids, ids[:1000], block_size=64, mask_token_id=mask_id, vocab_size=vocab)
     generator = torch.Generator().manual_seed(1)
     inputs, targets = batcher.get_batch("train", 256, generator)
     selected = targets != -100
@@ -376,8 +376,8 @@ def test_masked_lm_batcher_follows_the_80_10_10_rule():
 
 
 def test_masked_lm_batcher_selects_at_least_one_position_per_row():
-    data = torch.arange(2, 300) % 40 + 2
-    batcher = data.MaskedLMBatcher(data, data, block_size=4, mask_token_id=1, vocab_size=42, mask_prob=0.01)
+    ids = torch.arange(2, 300) % 40 + 2
+    batcher = data.MaskedLMBatcher(ids, ids, block_size=4, mask_token_id=1, vocab_size=42, mask_prob=0.01)
     _, targets = batcher.get_batch("train", 64, torch.Generator().manual_seed(0))
     assert ((targets != -100).sum(dim=1) >= 1).all()
 
