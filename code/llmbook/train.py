@@ -212,7 +212,8 @@ def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.dev
     is not a useful prior. Embeddings are decayed on purpose: with weight
     tying the token embedding is also the output layer's matrix. The fused
     kernel (one kernel for all parameters; CUDA, and the CPU from PyTorch 2.4)
-    is used when PyTorch accepts it, the default implementation otherwise.
+    is used when PyTorch accepts it for the parameters' device, the default
+    implementation otherwise (``device`` is accepted for compatibility).
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
     groups = [
