@@ -463,6 +463,7 @@ class _Loop:
         self.history = {key: [] for key in HISTORY_KEYS}
         self.step, self.seconds, self.tokens, self.last_loss = 0, 0.0, 0, math.nan  # seconds: training time only
         self.stopped, self.message, self.checkpoint, self.live, self.bar = "completed", "", None, None, None
+        self.rng = None  # the random states after the last finished step (what a Ctrl-C checkpoint stores)
         flops = runtime.training_flops_per_token(model, getattr(batcher, "block_size", 1))
         self.peak_tokens_per_second = runtime.peak_flops(device) / flops
 
@@ -646,7 +647,7 @@ def train(
 
     loop.live = _LivePlot() if config.live_plot else None
     loop.bar = tqdm(total=config.max_steps, initial=loop.step, disable=not config.progress, desc="training")
-    start, loop.rng = time.perf_counter(), capture_rng(loop.generator)
+    start, loop.rng = time.perf_counter(), capture_rng(loop.generator)  # after resuming and seeding
     if loop.step == 0:
         loop.evaluate()
     try:
