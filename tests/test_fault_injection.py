@@ -161,6 +161,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint_and_resuming_is_ex
                 checkpoint.read_checkpoint(path)
                 steps_seen.append(int(path.name.split("-")[1]))
                 assert steps_seen == sorted(steps_seen), steps_seen
+        print(f"{kills} kills, {in_save} of them inside a save, over {len(sequences)} training sequence(s)")
         assert in_save >= 3, f"only {in_save} of {KILLS} kills landed inside a save"
 
         pid = runner.start(sequences[-1], pause=0, interval=30)
