@@ -487,15 +487,9 @@ class _Loop:
             )
 
     def state(self) -> dict[str, Any]:
-        batcher_state = self.batcher.state_dict() if hasattr(self.batcher, "state_dict") else None
-        return dict(
-            step=self.step,
-            config=dataclasses.asdict(self.config),
-            history=self.history,
-            batcher=batcher_state,
-            training_seconds=self.seconds,
-            tokens=self.tokens,
-        )
+        batcher = self.batcher.state_dict() if hasattr(self.batcher, "state_dict") else None
+        run = dict(step=self.step, history=self.history, training_seconds=self.seconds, tokens=self.tokens)
+        return dict(run, config=dataclasses.asdict(self.config), batcher=batcher)
 
     def stop(self, why: str, message: str) -> None:
         self.stopped, self.message = why, message
@@ -530,18 +524,15 @@ class _Loop:
         if last or (config.checkpoint_interval and self.step % config.checkpoint_interval == 0):
             self.save()
 
-    def log(self, result: StepResult) -> None:
-        tokens_per_second = self.tokens / max(self.seconds, 1e-9)  # all tokens over all training time
-        values = (
-            self.step,
-            result.loss,
-            result.lr,
-            result.grad_norm,
-            tokens_per_second,
-            tokens_per_second / self.peak_tokens_per_second,
-        )
-        for key, value in zip(("log_step", "loss", "lr", "grad_norm", "tokens_per_second", "mfu"), values):
+    def record(self, **values: float) -> None:
+        for key, value in values.items():
             self.history[key].append(value)
+
+    def log(self, result: StepResult) -> None:
+        rate = self.tokens / max(self.seconds, 1e-9)  # tokens per second: all tokens over all training time
+        mfu = rate / self.peak_tokens_per_second
+        self.record(log_step=self.step, loss=result.loss, lr=result.lr, grad_norm=result.grad_norm, mfu=mfu)
+        self.record(tokens_per_second=rate)
 
     def evaluate(self) -> None:
         config = self.config
@@ -549,10 +540,7 @@ class _Loop:
         losses = evaluate(
             self.forward, self.batcher, config.eval_steps, batch_size, self.device, config.seed + 1, amp=config.amp
         )
-        for key, value in zip(
-            ("step", "train_loss", "val_loss", "seconds"), (self.step, losses["train"], losses["val"], self.seconds)
-        ):
-            self.history[key].append(value)
+        self.record(step=self.step, train_loss=losses["train"], val_loss=losses["val"], seconds=self.seconds)
         self.bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
         if self.live is not None:
             self.live.update(self.history, f"step {self.step}: validation loss {losses['val']:.3f}")
@@ -560,18 +548,9 @@ class _Loop:
     def save(self, rng=None) -> None:
         """Save in ``checkpoint_dir`` (with ``rng``, the random states to store); non-finite weights stop the run."""
         if self.config.checkpoint_dir is not None:
+            objects = dict(optimizer=self.optimizer, generator=self.generator, scaler=self.scaler, rng=rng)
             try:
-                path = save_step(
-                    self.config.checkpoint_dir,
-                    self.step,
-                    self.model,
-                    self.optimizer,
-                    None,
-                    self.state(),
-                    generator=self.generator,
-                    scaler=self.scaler,
-                    rng=rng,
-                )
+                path = save_step(self.config.checkpoint_dir, self.step, self.model, state=self.state(), **objects)
                 self.checkpoint = str(path)
             except CheckpointError as error:
                 self.stop("non-finite weights", f"{error} (the last good one: {self.checkpoint})")
@@ -600,21 +579,10 @@ class _Loop:
         )
 
     def result(self, elapsed: float) -> TrainResult:
-        valid = [v for v in self.history["val_loss"] if math.isfinite(v)]
-        tokens_per_second = self.tokens / self.seconds if self.seconds > 0 else math.nan
-        return TrainResult(
-            self.history,
-            min(valid) if valid else math.nan,
-            elapsed,
-            self.step,
-            self.stopped,
-            self.message,
-            self.checkpoint,
-            self.seconds,
-            self.tokens,
-            tokens_per_second,
-            tokens_per_second / self.peak_tokens_per_second,
-        )
+        best = min((v for v in self.history["val_loss"] if math.isfinite(v)), default=math.nan)
+        rate = self.tokens / self.seconds if self.seconds > 0 else math.nan
+        run = (self.history, best, elapsed, self.step, self.stopped, self.message, self.checkpoint, self.seconds)
+        return TrainResult(*run, self.tokens, rate, rate / self.peak_tokens_per_second)
 
 
 def train(
