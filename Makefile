@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The offline data mirror beside the repository, when there is one (tests and CI); otherwise data is downloaded.
 export LLMBOOK_DATA_MIRROR ?= $(abspath $(wildcard ../shared/data))
-# `make book HIDE_SOLUTIONS=1`: the exercises' solutions are left out of the HTML (llmbook.exercises.sphinx_solutions).
+# `make book HIDE_SOLUTIONS=1`: the exercises' solutions are left out of the HTML (_ext/sphinx_solutions.py).
 export LLMBOOK_HIDE_SOLUTIONS ?= $(HIDE_SOLUTIONS)
 
 .PHONY: book test lab install clean
@@ -78,7 +78,7 @@ book-student: $(STAMP)
 	@echo "Open _build/student/_build/html/index.html (no solutions)."
 
 student-edition: $(STAMP)
-	$(PY) -m llmbook.exercises student-edition book student-edition
+	$(PY) -m llmbook.instructor student-edition book student-edition
 
 lab: $(STAMP)
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q jupyterlab

@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2**14)
     parser.add_argument("--x-max", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=0.75)
+    parser.add_argument("--device", default="cpu",
+                        help="where GloVe trains (default cpu, as the tables below; 'cuda' for a GPU)")
     parser.add_argument("--quick", action="store_true", help="skip the 15-epoch word2vec")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -99,14 +101,17 @@ def main() -> None:
     print(f"co-occurrence: {X.nnz:,} nonzero counts in {counting:.1f} s")
     losses = {}
     for optimizer, lr, schedule in [("adagrad", args.adagrad_lr, "linear"), ("adam", args.adam_lr, "constant")]:
-        model, history = glove.train_glove(
+        model, result = glove.train_glove(
             X, dim=args.dim, epochs=args.epochs, lr=lr, optimizer=optimizer, lr_schedule=schedule,
-            batch_size=args.batch_size, x_max=args.x_max, alpha=args.alpha, seed=0,
+            batch_size=args.batch_size, x_max=args.x_max, alpha=args.alpha, seed=0, device=args.device,
+            progress=False,
         )  # fmt: skip
-        training = history.seconds[-1]
-        losses[optimizer] = history.loss
-        print(f"GloVe {optimizer}: {len(history.loss)} epochs in {training:.1f} s, final loss {history.loss[-1]:.4f}")
-        rows.append({"system": f"llmbook GloVe ({optimizer}, lr {lr} {schedule}, {len(history.loss)} epochs, "
+        history = result.history
+        training = history["seconds"][-1]
+        losses[optimizer] = history["loss"]
+        print(f"GloVe {optimizer} on {model.W.device}: {len(history['loss'])} epochs in {training:.1f} s, "
+              f"final loss {history['loss'][-1]:.4f}, {history['tokens_per_second'][-1]:,.0f} pairs/s")
+        rows.append({"system": f"llmbook GloVe ({optimizer}, lr {lr} {schedule}, {len(history['loss'])} epochs, "
                                f"x_max {args.x_max:g}, dim {args.dim})",
                      "seconds": counting + training, **evaluate(model.vectors(), vocab)})  # fmt: skip
 

@@ -127,7 +127,7 @@ def test_notebook_is_stored_without_outputs(path):
         index
         for index, cell in enumerate(notebook["cells"])
         if cell["cell_type"] == "code"
-        and "NBVAL_CHECK_OUTPUT" not in cell_source(cell)
+        and "nbval-check-output" not in cell.get("metadata", {}).get("tags", [])
         and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not dirty, (

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import linecache
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from llmbook import attention, glove
 from llmbook.exercises import CheckFailed, Result, all_exercises, check, exercise, expect, get, run
 from llmbook.exercises.core import _REGISTRY, chapter_modules, load_checks_file
-from llmbook.exercises.notebooks import (
+from llmbook.instructor.notebooks import (
     NotebookError,
     check_ids,
     exercise_cells,
@@ -164,6 +168,104 @@ def test_student_edition_stub_fails_its_check_with_the_stub_message(item):
     assert "NotImplementedError" in result.message
 
 
+# --- chapters 3 and 4: the checks reject the plausible mistakes and accept the library's answer ----
+# The wrong answers are written here, apart from the checks' own `wrong=[...]` lists, and each must be
+# rejected with a message that points at its mistake.
+
+
+def _nonzero_loss(W, W_tilde, b, b_tilde, X, weight):
+    X = torch.as_tensor(X, dtype=torch.float64)
+    i, j = torch.nonzero(X, as_tuple=True)
+    x = X[i, j]
+    prediction = (W[i].double() * W_tilde[j].double()).sum(-1) + b[i].double() + b_tilde[j].double()
+    return weight(x) * (prediction - torch.log(x)) ** 2
+
+
+def _counts(tokens, window, **options):
+    words = list(dict.fromkeys(tokens))
+    X = glove.cooccurrence(list(tokens), glove.Vocab(words, [1] * len(words)), window=window, **options).tocoo()
+    return {(words[i], words[j]): float(v) for i, j, v in zip(X.row, X.col, X.data)}
+
+
+def _dot_product_analogy(vectors, words, a, b, c):  # forgets to normalise: long vectors win
+    index = {w: k for k, w in enumerate(words)}
+    scores = vectors @ (vectors[index[b]] - vectors[index[a]] + vectors[index[c]])
+    scores[[index[a], index[b], index[c]]] = -np.inf
+    return words[int(np.argmax(scores))]
+
+
+def _analogy_keeping_the_question(vectors, words, a, b, c):
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = {w: k for k, w in enumerate(words)}
+    return words[int(np.argmax(unit @ (unit[index[b]] - unit[index[a]] + unit[index[c]])))]
+
+
+MISTAKES = [
+    ("ch03.weighting", "no cap at 1", lambda x, x_max, alpha: (np.asarray(x) / x_max) ** alpha, "min(1, (x / x_max) ** alpha)"),
+    ("ch03.weighting", "alpha ignored", lambda x, x_max, alpha: np.minimum(1, np.asarray(x) / x_max), "alpha = 0.75 you return"),
+    ("ch03.weighting", "one weight for all", lambda x, x_max, alpha: 1.0, "one weight per count"),
+    ("ch03.window_counts", "uniform weights", lambda t, w: _counts(t, w, weighting="uniform"), "add 1/d"),
+    ("ch03.window_counts", "left context only", lambda t, w: _counts(t, w, symmetric=False), "lack the pairs"),
+    ("ch03.window_counts", "window one too wide", lambda t, w: _counts(t, w + 1), "should not be there"),
+    ("ch03.window_counts", "a list of pairs", lambda t, w: list(_counts(t, w).items()), "should return a dict"),
+    ("ch03.glove_loss", "unweighted", lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: 1).sum(), "expected"),
+    (
+        "ch03.glove_loss",
+        "mean instead of sum",
+        lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, a)).mean(),
+        "J = sum over nonzero X_ij",
+    ),
+    (
+        "ch03.glove_loss",
+        "zeros of X kept",
+        lambda W, Wt, b, bt, X, x_max, a: ((W @ Wt.T + b[:, None] + bt[None, :] - torch.log(X)) ** 2).sum(),
+        "skip the zero entries",
+    ),
+    ("ch03.glove_loss", "returns nothing", lambda *args: None, "returned None"),
+    ("ch03.solve_analogy", "a, b or c answered", _analogy_keeping_the_question, "exclude a, b and c"),
+    ("ch03.solve_analogy", "dot product, not cosine", _dot_product_analogy, "cosine"),
+    ("ch04.causal_mask", "the future, not the past", lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "key j <= i"),
+    ("ch04.causal_mask", "diagonal blocked", lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "including the diagonal"),
+    ("ch04.causal_mask", "float mask", lambda T: torch.ones(T, T).tril(), "return a bool tensor"),
+    ("ch04.causal_mask", "PyTorch's True = blocked", lambda T: ~attention.causal_mask(T), "True where key j <= i"),
+    ("ch04.causal_mask", "a list", lambda T: attention.causal_mask(T).tolist(), "return a torch.Tensor"),
+    ("ch04.split_heads", "no transpose", lambda x, h: x.view(x.shape[0], x.shape[1], h, -1), "expected (B, H, T, E/H)"),
+    ("ch04.split_heads", "reshape straight to (B, H, T, E/H)", lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1), "wrong numbers"),
+    ("ch04.split_heads", "heads interleaved", lambda x, h: x.view(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2), "wrong numbers"),
+]
+
+
+@pytest.mark.parametrize("exercise_id, mistake, answer, hint", MISTAKES, ids=[f"{m[0]}-{m[1]}" for m in MISTAKES])
+def test_chapter_3_and_4_checks_reject_each_plausible_mistake_with_a_hint(exercise_id, mistake, answer, hint):
+    result = run(exercise_id, answer)
+    assert not result.passed, f"{exercise_id} accepts a wrong answer ({mistake})"
+    assert not result.unanswered and hint in result.message, f"{exercise_id}, {mistake}: {result.message!r}"
+
+
+LIBRARY_ANSWERS = {
+    "ch03.weighting": lambda x, x_max, alpha: glove.glove_weight(torch.as_tensor(x), x_max, alpha).numpy(),
+    "ch03.window_counts": lambda tokens, window: _counts(tokens, window),
+    "ch03.glove_loss": lambda W, Wt, b, bt, X, x_max, alpha: _nonzero_loss(W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, alpha)).sum(),
+    "ch03.solve_analogy": lambda vectors, words, a, b, c: glove.analogy(vectors, glove.Vocab(list(words), [1] * len(words)), a, b, c),
+    "ch04.causal_mask": lambda T: attention.causal_mask(T),
+    "ch04.split_heads": lambda x, h: attention.MultiHeadAttention(x.shape[-1], h).split_heads(x),
+}
+
+
+@pytest.mark.parametrize("exercise_id", sorted(LIBRARY_ANSWERS))
+def test_chapter_3_and_4_checks_accept_the_librarys_answer(exercise_id):
+    result = run(exercise_id, LIBRARY_ANSWERS[exercise_id])
+    assert result.passed, f"{exercise_id} rejects the library's own answer: {result.message}"
+
+
+def test_chapter_3_and_4_checks_use_the_library_as_their_reference(monkeypatch):
+    """Break the library function a check relies on: the check must now reject the right answer."""
+    monkeypatch.setattr("llmbook.exercises.ch04.causal_mask", lambda T: torch.ones(T, T, dtype=torch.bool))
+    assert not run("ch04.causal_mask", lambda T: torch.ones(T, T, dtype=torch.bool).tril()).passed
+    monkeypatch.setattr("llmbook.exercises.ch03.glove_weight", lambda x, x_max, alpha: torch.ones_like(x))
+    assert not run("ch03.weighting", LIBRARY_ANSWERS["ch03.weighting"]).passed
+
+
 # --- the machinery --------------------------------------------------------------------------------
 
 
@@ -302,7 +404,7 @@ def test_cli_writes_the_student_edition_and_refuses_to_overwrite_the_book(tmp_pa
     written = write_student_edition(book, tmp_path / "out")
     assert [p.name for p in written] == ["99_fixture.ipynb"]
     assert "raise NotImplementedError()" in (tmp_path / "out" / "99_fixture.ipynb").read_text()
-    command = [sys.executable, "-m", "llmbook.exercises", "student-edition", str(book), str(book)]
+    command = [sys.executable, "-m", "llmbook.instructor", "student-edition", str(book), str(book)]
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode == 2 and "must differ" in refused.stderr
     assert "result = x * x" in (book / "99_fixture.ipynb").read_text()
@@ -316,7 +418,7 @@ def _build_fixture_book(tmp_path: Path, hide: str) -> tuple[str, str]:
     (book / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
     (book / "_config.yml").write_text(
         "title: Fixture\nexecute:\n  execute_notebooks: 'off'\nsphinx:\n  extra_extensions:\n"
-        "    - sphinx_exercise\n    - llmbook.exercises.sphinx_solutions\n"
+        f"    - sphinx_exercise\n  local_extensions:\n    sphinx_solutions: {ROOT / '_ext'}\n"
     )
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     env = {**os.environ, "LLMBOOK_HIDE_SOLUTIONS": hide}
@@ -339,3 +441,65 @@ def test_html_shows_solutions_in_a_dropdown_or_removes_them_entirely(tmp_path):
     assert '<span class="n">result</span>' not in hidden and "BEGIN SOLUTION" not in hidden
     assert "check" in hidden, "the check cells stay"
     assert "result = x * x" not in hidden_source and "raise NotImplementedError()" in hidden_source
+
+
+# --- the instructor's tools are a separate package ----------------------------------------------------
+
+
+def test_chapter_checks_and_library_modules_never_import_the_instructor_tools():
+    import ast
+
+    def imports_instructor(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(a.name.startswith("llmbook.instructor") for a in node.names):
+                return True
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if (node.level == 0 and module.startswith("llmbook.instructor")) or (node.level > 0 and module.startswith("instructor")):
+                    return True
+                if module == "llmbook" and any(a.name == "instructor" for a in node.names):
+                    return True
+        return False
+
+    library = ROOT / "code" / "llmbook"
+    offenders = [
+        str(path.relative_to(library))
+        for path in sorted(library.rglob("*.py"))
+        if "instructor" not in path.relative_to(library).parts and imports_instructor(path)
+    ]
+    assert not offenders, f"modules outside llmbook.instructor import it: {offenders}"
+    probe = (
+        "import sys, llmbook.exercises as e; e.all_exercises(); e.run('ch04.causal_mask', lambda T: None); "
+        "print(sorted(m for m in sys.modules if m.startswith('llmbook.instructor') or m in ('IPython', 'sphinx')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "code")})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip() == "[]", f"importing every chapter's checks loaded {loaded.stdout.strip()}"
+
+
+def test_the_instructor_extra_declares_every_package_the_instructor_tools_import():
+    import ast
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["instructor"]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in declared}
+    module_of = {"ipython": "IPython"}  # distribution name -> import name where they differ
+    provided = {module_of.get(name, name) for name in names}
+    imported = set()
+    for path in (ROOT / "code" / "llmbook" / "instructor").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"llmbook", "__future__"}
+    assert third_party and third_party <= provided, f"imported but not declared in pyproject.toml: {sorted(third_party - provided)}"
+
+
+def test_instructor_cli_help_and_the_old_command_points_to_it():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "code")}
+    shown = subprocess.run([sys.executable, "-m", "llmbook.instructor", "--help"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and all(c in shown.stdout for c in ("student-edition", "grade", "list"))
+    moved = subprocess.run([sys.executable, "-m", "llmbook.exercises", "grade", "subs/"], capture_output=True, text=True, env=env)
+    assert moved.returncode == 2 and "python -m llmbook.instructor grade subs/" in moved.stderr

@@ -161,11 +161,14 @@ def test_training_lowers_the_loss_and_planted_neighbours_come_out_nearest(optimi
     corpus, topics = _planted_corpus()
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=4, cross_sentences=False)
-    model, history = glove.train_glove(
-        X, dim=10, epochs=30, lr=lr, optimizer=optimizer, batch_size=64, x_max=10.0, seed=1
+    model, result = glove.train_glove(
+        X, dim=10, epochs=30, lr=lr, optimizer=optimizer, batch_size=64, x_max=10.0, seed=1, device="cpu",
+        progress=False,
     )
-    assert history.loss[-1] < 0.2 * history.loss[0]
-    assert history.nonzeros == X.nnz and len(history.loss) == 30
+    history = result.history
+    assert history["loss"][-1] < 0.2 * history["loss"][0]
+    assert len(history["loss"]) == 30 and history["epoch"] == list(range(1, 31))
+    assert result.stopped == "completed" and result.steps == 30 * math.ceil(X.nnz / 64)
     vectors = model.vectors()
     for topic in topics:
         for word in topic:
@@ -178,33 +181,90 @@ def test_training_is_reproducible_with_a_seed_and_respects_the_time_limit():
     corpus, _ = _planted_corpus(sentences=200)
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=3)
-    first, _ = glove.train_glove(X, dim=4, epochs=3, batch_size=32, seed=7)
-    second, _ = glove.train_glove(X, dim=4, epochs=3, batch_size=32, seed=7)
+    first, _ = glove.train_glove(X, dim=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
+    second, _ = glove.train_glove(X, dim=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
     np.testing.assert_array_equal(first.vectors(), second.vectors())
-    _, history = glove.train_glove(X, dim=4, epochs=1000, batch_size=32, time_limit=0.0)
-    assert history.stopped_early and len(history.loss) == 1 and history.epoch[0] < 1  # stopped mid-epoch
+    _, result = glove.train_glove(X, dim=4, epochs=1000, batch_size=32, max_seconds=1e-9, device="cpu", progress=False)
+    history = result.history
+    assert result.stopped == "time limit" and "max_seconds" in result.message
+    assert len(history["loss"]) == 1 and history["epoch"][0] < 1 and result.steps == 1  # stopped after one batch
+
+
+def test_result_is_the_train_loops_result_type_with_its_history_keys():
+    from llmbook.train import TrainResult
+
+    corpus, _ = _planted_corpus(sentences=100)
+    X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=3)
+    model, result = glove.train_glove(X, dim=4, epochs=2, batch_size=50, lr=0.2, lr_schedule="linear",
+                                      device="cpu", progress=False)  # fmt: skip
+    assert isinstance(result, TrainResult) and result.stopped == "completed" and result.message == ""
+    history = result.history
+    for key in ("log_step", "loss", "lr", "seconds", "tokens_per_second", "epoch"):
+        assert len(history[key]) == 2, key
+    steps_per_epoch = math.ceil(X.nnz / 50)
+    assert history["log_step"] == [steps_per_epoch, 2 * steps_per_epoch] and result.steps == 2 * steps_per_epoch
+    # linear decay to zero: the rate of the last step of each epoch
+    total = 2 * steps_per_epoch
+    assert history["lr"] == pytest.approx([0.2 * (1 - (steps_per_epoch - 1) / total), 0.2 * (1 - (total - 1) / total)])
+    assert 0 < history["seconds"][0] < history["seconds"][1]
+    assert all(rate > 0 for rate in history["tokens_per_second"])  # pairs per second
+    assert history["val_loss"] == [] and math.isnan(result.final_val_loss)  # GloVe has no validation split
+    assert model.W.device.type == "cpu"
+
+
+def test_device_defaults_to_the_runtimes_choice(monkeypatch):
+    corpus, _ = _planted_corpus(sentences=50)
+    X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=2)
+    seen = []
+
+    def fake_get_device():
+        seen.append(True)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(glove.runtime, "get_device", fake_get_device)
+    model, _ = glove.train_glove(X, dim=2, epochs=1, progress=False)
+    assert seen and model.W.device.type == "cpu"
+
+
+def test_cpu_threads_apply_during_training_only():
+    corpus, _ = _planted_corpus(sentences=50)
+    X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=2)
+    before = torch.get_num_threads()
+    during = []
+    glove.train_glove(X, dim=2, epochs=2, device="cpu", progress=False, cpu_threads=1,
+                      callback=lambda epoch, model, history: during.append(torch.get_num_threads()))  # fmt: skip
+    assert during == [1, 1] and torch.get_num_threads() == before
 
 
 def test_callback_runs_after_every_epoch_with_the_linear_schedule():
     corpus, _ = _planted_corpus(sentences=100)
     X = glove.cooccurrence(corpus, glove.build_vocab(corpus, min_count=1), window=3)
     seen = []
-    _, history = glove.train_glove(X, dim=4, epochs=3, batch_size=64, lr=0.5, lr_schedule="linear",
-                                   callback=lambda epoch, model, history: seen.append((epoch, len(history.loss))))  # fmt: skip
+    _, result = glove.train_glove(X, dim=4, epochs=3, batch_size=64, lr=0.5, lr_schedule="linear", device="cpu",
+                                  progress=False,
+                                  callback=lambda epoch, model, history: seen.append((epoch, len(history["loss"]))))  # fmt: skip
     assert seen == [(1, 1), (2, 2), (3, 3)]
-    assert history.loss[-1] < history.loss[0]
+    assert result.history["loss"][-1] < result.history["loss"][0]
 
 
 def test_train_glove_rejects_bad_arguments():
     X = glove.cooccurrence("a b a b".split(), glove.Vocab(["a", "b"], [2, 2]), window=1)
-    with pytest.raises(ValueError, match="optimizer"):
+    with pytest.raises(ValueError, match="optimizer must be one of 'adagrad', 'adam', got 'sgd'"):
         glove.train_glove(X, dim=2, epochs=1, optimizer="sgd")
-    with pytest.raises(ValueError, match="epochs"):
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 1, got 0"):
         glove.train_glove(X, dim=2, epochs=0)
     with pytest.raises(ValueError, match="lr_schedule"):
         glove.train_glove(X, dim=2, epochs=1, lr_schedule="cosine")
     with pytest.raises(TypeError, match="scipy.sparse"):
         glove.train_glove([[1, 2], [3, 4]], dim=2, epochs=1)
+    bad = [dict(lr=0.0), dict(lr=float("nan")), dict(batch_size=2.5), dict(dim=0), dict(x_max=-1.0),
+           dict(max_seconds=0), dict(max_seconds=float("inf")), dict(seed=-1), dict(cpu_threads=0)]  # fmt: skip
+    for kwargs in bad:
+        name, value = next(iter(kwargs.items()))
+        with pytest.raises(ValueError, match=f"{name} must be .*got {value!r}"):
+            glove.train_glove(X, **{"dim": 2, "epochs": 1, "progress": False, **kwargs})
+    with pytest.raises(TypeError, match="time_limit"):  # the old name is gone: max_seconds, as in TrainConfig
+        glove.train_glove(X, dim=2, epochs=1, time_limit=1.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -212,8 +272,8 @@ def test_training_runs_on_the_gpu():
     corpus, topics = _planted_corpus(sentences=500)
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=4, cross_sentences=False)
-    model, history = glove.train_glove(X, dim=8, epochs=20, lr=0.1, batch_size=64, device="cuda")
-    assert model.W.device.type == "cuda" and history.loss[-1] < history.loss[0]
+    model, result = glove.train_glove(X, dim=8, epochs=20, lr=0.1, batch_size=64, progress=False)  # default device
+    assert model.W.device.type == "cuda" and result.history["loss"][-1] < result.history["loss"][0]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -256,12 +316,15 @@ def test_analogy_eval_agrees_with_gensim(tmp_path):
     assert 0 < ours.accuracy < 1
 
 
-def test_spearman_matches_scipy_including_ties():
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        x = rng.integers(0, 5, size=30).astype(float)  # many ties
-        y = x + rng.normal(size=30)
-        assert glove.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
+def test_spearman_is_the_rank_correlation_including_ties():
+    # by hand: ties get the mean of the ranks they span, then Pearson's r of the ranks
+    x, y = [1.0, 2.0, 2.0, 3.0], [10.0, 30.0, 20.0, 40.0]
+    rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 3, 2, 4.0])
+    assert glove.spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1], abs=1e-12)
+    assert glove.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same length"):
+        glove.spearman([1, 2, 3], [1, 2])
+    assert math.isnan(glove.spearman([0.5, 0.5, 0.5], [1, 2, 3]))  # a constant list has no ranking
 
 
 def test_similarity_eval_matches_scipy_spearmanr_and_reports_coverage(tmp_path):
@@ -311,8 +374,9 @@ def test_glove_on_a_slice_of_brown_learns_something(brown):
     part = sentences[:3000]
     vocab = glove.build_vocab(part, min_count=5)
     X = glove.cooccurrence(part, vocab, window=5)
-    model, history = glove.train_glove(X, dim=16, epochs=4, lr=0.05, optimizer="adam", batch_size=32768, seed=0)
-    assert history.loss[-1] < history.loss[0]
+    model, result = glove.train_glove(X, dim=16, epochs=4, lr=0.05, optimizer="adam", batch_size=32768, seed=0,
+                                      device="cpu", progress=False)  # fmt: skip
+    assert result.history["loss"][-1] < result.history["loss"][0]
     neighbours = [w for w, _ in glove.nearest(model.vectors(), vocab, "he", k=10)]
     assert "she" in neighbours or "it" in neighbours, neighbours
 

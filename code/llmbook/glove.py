@@ -3,9 +3,11 @@
 Global vectors for word representation (Pennington, Socher and Manning, 2014)
 built from scratch: a vocabulary, a distance-weighted co-occurrence matrix
 counted with NumPy, the GloVe model and its weighted least-squares loss,
-a vectorised PyTorch training loop (AdaGrad as in the paper, or Adam) for the
-CPU or a GPU, and the standard evaluations: nearest neighbours, analogies
-(3CosAdd) and word-similarity correlation (Spearman's rho).
+a vectorised PyTorch training loop (AdaGrad as in the paper, or Adam) on
+:func:`llmbook.runtime.get_device` with the knob names and the result type of
+the book's one training loop (:class:`llmbook.train.TrainResult`), and the
+standard evaluations: nearest neighbours, analogies (3CosAdd) and
+word-similarity correlation (Spearman's rho, from SciPy).
 
 The objective, for every nonzero count X_ij of word j in the context of word i::
 
@@ -27,8 +29,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import scipy.sparse
+import scipy.stats
 import torch
 from torch import nn
+
+from llmbook import runtime
+from llmbook.train import TrainResult
+from llmbook.validate import finite_float, nonnegative_int, one_of, positive_int
 
 __all__ = [
     "Vocab",
@@ -36,7 +43,6 @@ __all__ = [
     "cooccurrence",
     "glove_weight",
     "GloVe",
-    "GloVeHistory",
     "train_glove",
     "normalize_rows",
     "nearest",
@@ -271,17 +277,6 @@ class GloVe(nn.Module):
         return normalize_rows(vectors) if normalize else vectors
 
 
-@dataclass
-class GloVeHistory:
-    """What training did, one entry per epoch: mean weighted squared error per nonzero, elapsed seconds."""
-
-    epoch: list[float] = field(default_factory=list)  # epochs done; fractional if the time limit struck mid-epoch
-    loss: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    nonzeros: int = 0
-    stopped_early: bool = False  # the time limit ended training before the planned epochs were done
-
-
 def _as_triples(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     if scipy.sparse.issparse(X):
         coo = X.tocoo()
@@ -311,35 +306,59 @@ def train_glove(
     alpha: float = 0.75,
     device: str | torch.device | None = None,
     seed: int = 0,
-    time_limit: float | None = None,
-    progress: bool = False,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    cpu_threads: int | None = None,
     callback=None,
-) -> tuple[GloVe, GloVeHistory]:
-    """Fit a :class:`GloVe` model to the co-occurrence matrix ``X``; returns ``(model, history)``.
+) -> tuple[GloVe, TrainResult]:
+    """Fit a :class:`GloVe` model to the co-occurrence matrix ``X``; returns ``(model, result)``.
 
-    Each epoch visits every nonzero X_ij once, in shuffled mini-batches of
-    ``batch_size`` pairs (all on ``device``: tensors, no Python loop per pair).
-    ``optimizer="adagrad"`` follows the paper (which used lr 0.05 with one pair
-    per update; with mini-batches of 16k pairs lr 0.3 worked best on Brown);
-    ``"adam"`` is the modern default (lr 0.02 on Brown). ``time_limit`` (seconds,
-    checked after every mini-batch) stops training, possibly mid-epoch. ``lr_schedule="linear"`` lowers the
-    learning rate linearly to zero over the planned ``epochs``. ``history.loss`` is the mean of
-    f(X_ij)(...)^2 over the nonzeros during each epoch (J divided by the number of nonzeros).
-    ``callback(epoch, model, history)``, if given, runs after every epoch (e.g. to evaluate);
-    its time is not counted in ``history.seconds``.
+    The knobs have the names of :class:`llmbook.train.TrainConfig` (``lr``,
+    ``batch_size``, ``seed``, ``max_seconds``, ``progress``) and ``result`` is
+    the same :class:`llmbook.train.TrainResult` that :func:`llmbook.train.train`
+    returns; ``device`` defaults to :func:`llmbook.runtime.get_device` (a GPU
+    when there is one). Each epoch visits every nonzero X_ij once, in shuffled
+    mini-batches of ``batch_size`` pairs (all on ``device``: tensors, no Python
+    loop per pair). ``optimizer="adagrad"`` follows the paper (which used lr
+    0.05 with one pair per update; with mini-batches of 16k pairs lr 0.3-0.4
+    worked best on Brown); ``"adam"`` is the modern default (lr 0.02 on Brown).
+    ``lr_schedule="linear"`` lowers the learning rate linearly to zero over the
+    planned ``epochs``. ``max_seconds`` (training time, checked after every
+    mini-batch) stops training, possibly mid-epoch; ``result.stopped`` is then
+    ``"time limit"``, else ``"completed"``. ``cpu_threads`` sets torch's thread
+    count while training on the CPU (restored afterwards): a mini-batch is a few
+    dozen small operations, and on a shared CPU one thread is often the fastest.
+
+    ``result.history`` has one entry per epoch (and one for the partial epoch a
+    time limit interrupts) under the keys of :func:`llmbook.train.train` that
+    apply: ``log_step`` (optimizer steps so far), ``loss`` (the epoch's mean of
+    f(X_ij)(...)^2 per nonzero, i.e. J over the nonzeros), ``lr`` (the learning
+    rate of the epoch's last step), ``seconds`` (training time so far) and
+    ``tokens_per_second`` (here: co-occurrence pairs per second during the
+    epoch); plus ``epoch`` (epochs done, fractional when stopped mid-epoch).
+    GloVe has no validation split, so ``val_loss`` stays empty and
+    ``result.final_val_loss`` is NaN. ``callback(epoch, model, history)``, if
+    given, runs after every epoch (e.g. to evaluate); its time is not counted.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
+    dim = positive_int(dim, "dim")
+    lr = finite_float(lr, "lr", low=0, low_inclusive=False, hint="AdaGrad: about 0.05-0.4, Adam: about 0.02")
+    x_max = finite_float(x_max, "x_max", low=0, low_inclusive=False, hint="10 for small corpora, 100 in the paper")
+    alpha = finite_float(alpha, "alpha", low=0, hint="the paper uses 0.75")
+    if max_seconds is not None:
+        max_seconds = finite_float(max_seconds, "max_seconds", low=0, low_inclusive=False, hint="or None for no limit")
+    if cpu_threads is not None:
+        cpu_threads = positive_int(cpu_threads, "cpu_threads", hint="or None to keep torch's thread count")
+    seed = nonnegative_int(seed, "seed")
+    one_of(optimizer, "optimizer", ("adagrad", "adam"))
+    one_of(lr_schedule, "lr_schedule", ("constant", "linear"))
     rows, cols, counts, size = _as_triples(X)
     if len(counts) == 0:
         raise ValueError("the co-occurrence matrix has no nonzero entries: nothing to train on")
-    if np.any(counts < 0):
-        raise ValueError("co-occurrence counts must be non-negative")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    if np.any(counts < 0) or not np.all(np.isfinite(counts)):
+        raise ValueError("co-occurrence counts must be finite and non-negative; count with glove.cooccurrence")
+    device = torch.device(device) if device is not None else runtime.get_device()
     generator = torch.Generator().manual_seed(seed)
     model = GloVe(size, dim, generator=generator).to(device)
 
@@ -352,58 +371,81 @@ def train_glove(
     if optimizer == "adagrad":
         # Stanford's code starts the squared-gradient sums at 1; that damps the first steps.
         opt = torch.optim.Adagrad(model.parameters(), lr=lr, initial_accumulator_value=1.0)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
     else:
-        raise ValueError(f"optimizer must be 'adagrad' (as in the paper) or 'adam', got {optimizer!r}")
-
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(counts) / batch_size)
+    scheduler = None
     if lr_schedule == "linear":
         total_steps = epochs * steps_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total_steps))
-    elif lr_schedule == "constant":
-        scheduler = None
-    else:
-        raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {lr_schedule!r}")
 
+    # On a GPU the shuffles are drawn there; elsewhere on the CPU (then moved), which also works for MPS.
     shuffle = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else generator
-    history = GloVeHistory(nonzeros=len(counts))
-    start = time.perf_counter()
-    out_of_time = False
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(counts), generator=shuffle, device=device)
-        epoch_loss = torch.zeros((), device=device)
-        pairs_done = 0
-        for begin in range(0, len(order), batch_size):
-            batch = order[begin : begin + batch_size]
-            i, j = i_all[batch], j_all[batch]
-            difference = model(i, j) - log_x_all[batch]  # (B,)
-            loss = (f_all[batch] * difference.square()).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            epoch_loss += loss.detach()
-            pairs_done += len(batch)
-            if time_limit is not None and time.perf_counter() - start >= time_limit:
-                out_of_time = epoch < epochs or pairs_done < len(counts)
-                if out_of_time:
-                    break
-        elapsed = time.perf_counter() - start
-        history.epoch.append(epoch - 1 + pairs_done / len(counts))  # fractional when stopped mid-epoch
-        history.loss.append(epoch_loss.item() / pairs_done)
-        history.seconds.append(elapsed)
-        if progress:
-            print(f"epoch {history.epoch[-1]:6.2f}  loss {history.loss[-1]:.4f}  {elapsed:6.1f} s")
-        if callback is not None:
-            paused = time.perf_counter()
-            callback(epoch, model, history)
-            start += time.perf_counter() - paused
-        if out_of_time:
-            history.stopped_early = True
-            break
-    return model, history
+    history: dict[str, list] = {key: [] for key in ("log_step", "loss", "lr", "seconds", "tokens_per_second",
+                                                     "epoch", "val_loss")}  # fmt: skip
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="GloVe", leave=True)
+    threads = torch.get_num_threads()
+    if cpu_threads is not None and device.type == "cpu":
+        torch.set_num_threads(cpu_threads)
+    began = time.perf_counter()
+    seconds = 0.0  # training time, callbacks excluded
+    step = 0
+    stopped = "completed"
+    try:
+        for epoch in range(1, epochs + 1):
+            epoch_start = time.perf_counter()
+            order = torch.randperm(len(counts), generator=shuffle, device=shuffle.device).to(device)
+            epoch_loss = torch.zeros((), device=device)
+            pairs_done = 0
+            for begin in range(0, len(order), batch_size):
+                batch = order[begin : begin + batch_size]
+                i, j = i_all[batch], j_all[batch]
+                difference = model(i, j) - log_x_all[batch]  # (B,)
+                loss = (f_all[batch] * difference.square()).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                current_lr = opt.param_groups[0]["lr"]
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                epoch_loss += loss.detach()
+                pairs_done += len(batch)
+                step += 1
+                bar.update(1)
+                if max_seconds is not None and seconds + time.perf_counter() - epoch_start >= max_seconds:
+                    if epoch < epochs or pairs_done < len(counts):
+                        stopped = "time limit"
+                        break
+            mean_loss = epoch_loss.item() / pairs_done  # .item() waits for a GPU to finish the epoch
+            epoch_seconds = time.perf_counter() - epoch_start
+            seconds += epoch_seconds
+            history["log_step"].append(step)
+            history["loss"].append(mean_loss)
+            history["lr"].append(current_lr)
+            history["seconds"].append(seconds)
+            history["tokens_per_second"].append(pairs_done / max(epoch_seconds, 1e-9))
+            history["epoch"].append(epoch - 1 + pairs_done / len(counts))  # fractional when stopped mid-epoch
+            bar.set_postfix(epoch=f"{history['epoch'][-1]:.2f}", loss=f"{mean_loss:.4f}")
+            if callback is not None:
+                callback(epoch, model, history)
+            if stopped != "completed":
+                break
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+    message = ""
+    if stopped == "time limit":
+        message = f"stopped after {history['epoch'][-1]:.2f} of {epochs} epochs: {seconds:.1f} s of training (max_seconds)"
+    return model, TrainResult(
+        history=history,
+        best_val_loss=float("nan"),
+        elapsed_seconds=time.perf_counter() - began,
+        steps=step,
+        stopped=stopped,
+        message=message,
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -524,27 +566,18 @@ def analogy_eval(
     return AnalogyResult(correct, len(questions), total, {k: (v[0], v[1]) for k, v in by_category.items()})
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
-    ends = np.r_[starts[1:], len(values)]
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2.0  # mean of ranks start+1 .. end
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: the Pearson correlation of the (tie-averaged) ranks."""
+    """Spearman's rank correlation (ties get their average rank): ``scipy.stats.spearmanr(x, y)``'s statistic.
+
+    A thin wrapper that checks its input, so that a mismatch is an error rather than a silent NaN. When
+    either sequence is constant there is no ranking to correlate: NaN, without SciPy's warning.
+    """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
         raise ValueError(f"spearman needs two 1-D sequences of the same length >= 2, got shapes {x.shape}, {y.shape}")
-    rx, ry = _average_ranks(x), _average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = math.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / denominator) if denominator else float("nan")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(x, y).statistic)
 
 
 @dataclass

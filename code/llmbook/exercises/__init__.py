@@ -1,12 +1,11 @@
-"""Self-checking exercises for every chapter, and the instructor's tools.
+"""Self-checking exercises for every chapter.
 
 In a notebook: ``from llmbook.exercises import check`` then ``check("ch04.softmax")``.
-Instructors: ``python -m llmbook.exercises student-edition book/ OUT/`` and
-``python -m llmbook.exercises grade SUBMISSIONS/ --out grades.csv`` (Appendix C).
 
-Modules: ``core`` (registry and checks), ``notebooks`` (exercises in a notebook,
-the student edition), ``grader`` (grading submissions), ``sphinx_solutions``
-(hiding solutions in the HTML book), ``chNN`` (each chapter's checks).
+Modules: ``core`` (registry and checks) and ``chNN`` (each chapter's checks).
+The instructor's tools (student edition, grader, their command line) are a
+separate package, :mod:`llmbook.instructor` (Appendix C), which this one
+never imports.
 """
 
 from .core import CheckFailed, Exercise, Result, all_exercises, check, exercise, expect, get, load_checks_file, run

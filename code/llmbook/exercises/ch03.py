@@ -1,4 +1,9 @@
-"""Checks for the exercises of Chapter 3: Word vectors (GloVe)."""
+"""Checks for the exercises of Chapter 3: Word vectors (GloVe).
+
+Each check compares the student's answer with the library's own code
+(``glove_weight``, ``cooccurrence``, ``GloVe.loss``, ``analogy``); the wrong
+answers listed with each check are the mistakes a student plausibly makes.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,16 @@ import math
 import numpy as np
 import torch
 
+from llmbook.glove import GloVe, Vocab, analogy, cooccurrence, glove_weight
+
 from .core import exercise, expect
 
 # --------------------------------------------------------------------------- 1. the weighting function f
 
 
 def _reference_weight(x, x_max, alpha):
-    return np.minimum(1.0, (np.asarray(x, dtype=np.float64) / x_max) ** alpha)
+    """The library's f (``glove.glove_weight``) on a NumPy array of counts."""
+    return glove_weight(torch.as_tensor(np.asarray(x, dtype=np.float64)), x_max, alpha).numpy()
 
 
 def _wrong_weight_no_cap(x, x_max=100.0, alpha=0.75):
@@ -50,33 +58,27 @@ def check_weighting(weighting):
 # --------------------------------------------------------------------------- 2. counting with 1/distance
 
 
-def _window_counts(tokens, window, *, weight=lambda distance: 1.0 / distance, both_sides=True, reach=0):
-    """Co-occurrence counts of ``tokens``; the keywords build the plausible wrong answers below."""
-    counts: dict[tuple[str, str], float] = {}
-    for position, word in enumerate(tokens):
-        for distance in range(1, window + 1 + reach):
-            if position - distance < 0:
-                break
-            context = tokens[position - distance]
-            for pair in ((word, context), (context, word)) if both_sides else ((word, context),):
-                counts[pair] = counts.get(pair, 0.0) + weight(distance)
-    return counts
+def _counts_as_dict(tokens, window, **options):
+    """``glove.cooccurrence`` of one sentence as the exercise's dict {(word, context): weight}."""
+    words = list(dict.fromkeys(tokens))
+    X = cooccurrence(list(tokens), Vocab(words, [tokens.count(w) for w in words]), window=window, **options).tocoo()
+    return {(words[i], words[j]): float(v) for i, j, v in zip(X.row, X.col, X.data)}
 
 
 def _reference_window_counts(tokens, window):
-    return _window_counts(tokens, window)
+    return _counts_as_dict(tokens, window)
 
 
 def _wrong_counts_uniform(tokens, window):  # every neighbour counts 1, whatever its distance
-    return _window_counts(tokens, window, weight=lambda distance: 1.0)
+    return _counts_as_dict(tokens, window, weighting="uniform")
 
 
 def _wrong_counts_left_only(tokens, window):  # (word, context) counted, (context, word) forgotten
-    return _window_counts(tokens, window, both_sides=False)
+    return _counts_as_dict(tokens, window, symmetric=False)
 
 
 def _wrong_counts_off_by_one(tokens, window):  # one word short of the window
-    return _window_counts(tokens, window, reach=-1)
+    return _counts_as_dict(tokens, window - 1)
 
 
 @exercise(
@@ -108,12 +110,15 @@ def check_window_counts(window_counts):
 
 
 def _reference_loss(W, W_tilde, b, b_tilde, X, x_max, alpha):
+    """The library's objective (``GloVe.loss``) for the given parameters and a dense X, in float64."""
+    model = GloVe(W.shape[0], W.shape[1]).double()
+    with torch.no_grad():
+        for parameter, value in ((model.W, W), (model.W_tilde, W_tilde), (model.b, b), (model.b_tilde, b_tilde)):
+            parameter.copy_(value)
     X = torch.as_tensor(X, dtype=torch.float64)
     i, j = torch.nonzero(X, as_tuple=True)
-    x = X[i, j]
-    prediction = (W[i].double() * W_tilde[j].double()).sum(-1) + b[i].double() + b_tilde[j].double()
-    f = torch.clamp((x / x_max) ** alpha, max=1.0)
-    return (f * (prediction - torch.log(x)) ** 2).sum()
+    with torch.no_grad():
+        return model.loss(i, j, X[i, j], x_max, alpha)
 
 
 def _wrong_loss_seed_formula(W, W_tilde, b, b_tilde, X, x_max=100.0, alpha=0.75):
@@ -186,12 +191,8 @@ def _toy_analogy_space():
 
 
 def _reference_solve(vectors, words, a, b, c):
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = {w: k for k, w in enumerate(words)}
-    scores = unit @ (unit[index[b]] - unit[index[a]] + unit[index[c]])
-    for w in (a, b, c):
-        scores[index[w]] = -np.inf
-    return words[int(np.argmax(scores))]
+    """The library's 3CosAdd (``glove.analogy``) with the exercise's arguments."""
+    return analogy(vectors, Vocab(list(words), [1] * len(words)), a, b, c)
 
 
 def _wrong_solve_keeps_queries(vectors, words, a, b, c):
@@ -229,11 +230,23 @@ def check_solve_analogy(solve_analogy):
             f"solve_analogy(…, {a!r}, {b!r}, {c!r}) answered {got!r}, expected {want!r} "
             "(the word closest to b - a + c by cosine similarity)",
         )
-    # a long vector must not win just by being long: cosine, not dot product
+    # A long vector must not win just by being long: cosine, not dot product. 'apple' becomes a vector
+    # 50 times longer than the others, pointing only partly along b - a + c (cosine about 0.3).
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    query = unit[words.index("woman")] - unit[words.index("man")] + unit[words.index("king")]
+    query /= np.linalg.norm(query)
+    aside = np.random.default_rng(1).normal(size=query.shape)
+    aside -= (aside @ query) * query
+    aside /= np.linalg.norm(aside)
     stretched = vectors.copy()
-    stretched[words.index("apple")] *= 50.0
+    stretched[words.index("apple")] = 50.0 * np.linalg.norm(vectors, axis=1).max() * (query + 3.0 * aside)
+    want = _reference_solve(stretched, words, "man", "woman", "king")
     got = solve_analogy(stretched, list(words), "man", "woman", "king")
-    expect(got == "queen", f"after making 'apple' 50 times longer your answer became {got!r}: compare by cosine similarity")
+    expect(
+        got == want,
+        f"after giving 'apple' a very long vector that points only partly along b - a + c, your answer became "
+        f"{got!r} instead of {want!r}: compare by cosine similarity (unit-length rows), not by dot product",
+    )
 
 
 # --------------------------------------------------------------------------- 5. predict the output

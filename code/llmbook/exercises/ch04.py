@@ -1,10 +1,16 @@
-"""Checks of Chapter 4's exercises (Attention, step by step: the math)."""
+"""Checks of Chapter 4's exercises (Attention, step by step: the math).
+
+The references are the library's own code where it has one (``causal_mask``,
+``MultiHeadAttention.split_heads``) and PyTorch's (``torch.softmax``) elsewhere.
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
+
+from llmbook.attention import MultiHeadAttention, causal_mask
 
 from .core import exercise, expect
 
@@ -50,10 +56,6 @@ def check_softmax_with_temperature(softmax_with_temperature):
         )
 
 
-def _reference_causal_mask(T):
-    return torch.ones(T, T, dtype=torch.bool).tril()
-
-
 @exercise(
     "ch04.causal_mask",
     name="my_causal_mask",
@@ -69,7 +71,7 @@ def check_causal_mask(my_causal_mask):
     for T in (1, 2, 5):
         got = _as_tensor(my_causal_mask(T), "my_causal_mask")
         expect(got.dtype == torch.bool, f"my_causal_mask({T}) has dtype {got.dtype}; return a bool tensor (True = may attend)")
-        expected = _reference_causal_mask(T)
+        expected = causal_mask(T)
         expect(
             got.shape == expected.shape and torch.equal(got, expected),
             f"my_causal_mask({T}) returned {got.int().tolist()}; expected {expected.int().tolist()} "
@@ -92,7 +94,7 @@ def check_split_heads(split_heads):
     for B, T, E, H in ((2, 5, 12, 3), (1, 4, 8, 2), (3, 2, 6, 6)):
         x = torch.randn(B, T, E, generator=g)
         got = _as_tensor(split_heads(x.clone(), H), "split_heads")
-        expected = x.view(B, T, H, E // H).transpose(1, 2)
+        expected = MultiHeadAttention(E, H).split_heads(x)
         expect(
             tuple(got.shape) == (B, H, T, E // H),
             f"split_heads(x of shape {(B, T, E)}, num_heads={H}) returned shape {tuple(got.shape)}; "

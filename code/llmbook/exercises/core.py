@@ -73,8 +73,11 @@ def exercise(id: str, *, name: str, title: str, wrong: list[Any] | None = None):
     """
 
     def register(check_function: Callable[[Any], None]) -> Callable[[Any], None]:
-        if id in _REGISTRY:
+        from_a_file = [ids for ids in _LOADED_FILES.values() if id in ids]
+        if id in _REGISTRY and not (_LOADING and from_a_file):
             raise ValueError(f"exercise {id!r} is registered twice")
+        for ids in from_a_file:  # a checks file loaded later replaces another file's check of the same id
+            ids.remove(id)
         _REGISTRY[id] = Exercise(id, name, title, check_function, list(wrong or []))
         return check_function
 
@@ -119,6 +122,7 @@ def all_exercises(chapter: str | None = None) -> list[Exercise]:
 
 
 _LOADED_FILES: dict[Path, list[str]] = {}
+_LOADING = False  # True while load_checks_file runs a file
 
 
 def load_checks_file(path: str | Path) -> list[str]:
@@ -126,27 +130,42 @@ def load_checks_file(path: str | Path) -> list[str]:
 
     The file imports ``from llmbook.exercises import exercise, expect`` like a
     chapter module; ids follow the ``chNN.name`` convention. Loading the same
-    file again (a re-run notebook cell) replaces its checks.
+    file again (a re-run notebook cell), or another file with the same ids (a
+    copy), replaces those checks; a chapter's own checks are never replaced.
     """
+    global _LOADING
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"checks file {path} not found")
     for exercise_id in _LOADED_FILES.pop(path, []):
         _REGISTRY.pop(exercise_id, None)
-    before = set(_REGISTRY)
+    before = {exercise_id: ex.check for exercise_id, ex in _REGISTRY.items()}
     spec = importlib.util.spec_from_file_location(f"llmbook_extra_checks_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _LOADED_FILES[path] = sorted(set(_REGISTRY) - before)
+    _LOADING = True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        _LOADING = False
+    _LOADED_FILES[path] = sorted(i for i, ex in _REGISTRY.items() if before.get(i) is not ex.check)
     return _LOADED_FILES[path]
 
 
 _MISSING = object()
 
 
-def _crash_message(error: BaseException) -> str:
+def _where(error: BaseException) -> tuple[int | None, str]:
+    """Line number and text where ``error`` was raised (``student_line`` when it was raised in another process)."""
+    if getattr(error, "student_line", None) is not None:
+        return error.student_line
     last = traceback.extract_tb(error.__traceback__)[-1]
-    return f"your code raised {type(error).__name__}: {error} (line {last.lineno}: {last.line!s})"
+    return last.lineno, last.line or ""
+
+
+def _crash_message(error: BaseException) -> str:
+    lineno, line = _where(error)
+    name = getattr(error, "student_type", type(error).__name__)
+    return f"your code raised {name}: {error} (line {lineno}: {line!s})"
 
 
 def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None) -> Result:
@@ -170,7 +189,7 @@ def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None)
     except CheckFailed as failure:
         return Result(ex.id, False, str(failure), time.perf_counter() - start)
     except NotImplementedError as error:
-        line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
+        line = _where(error)[1].strip()
         if line in {"raise NotImplementedError()", "raise NotImplementedError"} or (not line and not str(error)):  # the stub
             return Result(
                 ex.id,

@@ -69,14 +69,38 @@ def _source(cell: dict) -> str:
 
 
 def read_notebook(path: str | Path) -> dict:
-    """The notebook at ``path`` as a plain dict (nbformat 4 JSON)."""
+    """The notebook at ``path`` as a plain dict (nbformat 4 JSON), its structure checked.
+
+    Raises :class:`NotebookError`, saying what is wrong, for a file that is
+    not JSON, not a notebook, of another format version, or whose cells are
+    not a list of cells.
+    """
     path = Path(path)
     try:
         notebook = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise NotebookError(f"cannot read notebook {path}: {error}") from error
     if not isinstance(notebook, dict) or "cells" not in notebook:
+        version = notebook.get("nbformat") if isinstance(notebook, dict) else None
+        if version is not None and version != 4:
+            raise NotebookError(f"{path} is a notebook of format version {version!r}; open it in Jupyter and save it (format 4)")
         raise NotebookError(f"{path} is not a Jupyter notebook (no 'cells'): is it an .ipynb saved by Jupyter?")
+    if notebook.get("nbformat", 4) != 4:
+        raise NotebookError(f"{path} is a notebook of format version {notebook['nbformat']!r}; open it in Jupyter and save it (format 4)")
+    cells = notebook["cells"]
+    if not isinstance(cells, list):
+        raise NotebookError(f"{path}: 'cells' is a {type(cells).__name__}, not a list of cells; the file is damaged")
+    for index, cell in enumerate(cells):
+        source = cell.get("source", "") if isinstance(cell, dict) else None
+        if (
+            not isinstance(cell, dict)
+            or cell.get("cell_type") not in {"code", "markdown", "raw"}
+            or not (isinstance(source, str) or (isinstance(source, list) and all(isinstance(line, str) for line in source)))
+        ):
+            raise NotebookError(
+                f"{path}: cell {index} is not a notebook cell (a dict with a cell_type of code, markdown or raw "
+                "and a source of text); the file is damaged"
+            )
     return notebook
 
 

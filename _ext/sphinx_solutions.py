@@ -18,10 +18,13 @@ not one click away.
 The environment variable ``LLMBOOK_HIDE_SOLUTIONS=1`` (or ``0``) overrides the
 config, so one ``_config.yml`` builds both editions (``make book-student``).
 
-Use it in ``_config.yml``::
+It lives beside the book (``_ext/``), not in the library: a reader's install
+does not need Sphinx. Use it in ``_config.yml``::
 
     sphinx:
-      extra_extensions: [sphinx_exercise, llmbook.exercises.sphinx_solutions]
+      extra_extensions: [sphinx_exercise]
+      local_extensions:
+        sphinx_solutions: _ext
       config:
         hide_solutions: false   # true for the student HTML edition
 """
@@ -91,7 +94,7 @@ def _student_edition_downloads(app, exception) -> None:
     """Replace the downloadable notebooks by their student edition when the solutions are hidden."""
     if exception is not None or not app.config.hide_solutions or app.builder.format != "html":
         return
-    from .notebooks import read_notebook, student_edition
+    from llmbook.instructor.notebooks import read_notebook, student_edition
 
     for path in Path(app.outdir, "_sources").rglob("*.ipynb"):
         student = student_edition(read_notebook(path), str(path))
