@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmbook import data
 
@@ -318,3 +319,89 @@ def test_tang_poems_have_author_title_and_lines_in_chinese(shared_cache):
 def test_tang_poems_file_count_out_of_range_is_an_error(files):
     with pytest.raises(ValueError, match=r"between 1 and 10"):
         data.load_tang_poems(files)
+
+
+# --- training batchers (TokenBatcher, MaskedLMBatcher) ---------------------------------------------
+
+
+def test_token_batcher_targets_are_inputs_shifted_by_one():
+    ids = torch.arange(1000)
+    batcher = data.TokenBatcher(ids[:900], ids[900:], block_size=16)
+    x, y = batcher.get_batch("train", 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (8, 16)
+    assert torch.equal(y, x + 1)
+    assert int(x.max()) < 900
+    xv, _ = batcher.get_batch("val", 4, torch.Generator().manual_seed(0))
+    assert int(xv.min()) >= 900
+
+
+def test_token_batcher_is_reproducible_from_the_generator_state():
+    batcher = data.TokenBatcher(torch.arange(500), torch.arange(50), block_size=4)
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    first = batcher.get_batch("train", 5, generator)[0]
+    generator.set_state(state)
+    assert torch.equal(first, batcher.get_batch("train", 5, generator)[0])
+
+
+def test_token_batcher_rejects_data_shorter_than_a_window():
+    with pytest.raises(ValueError, match="val split has 4 tokens"):
+        data.TokenBatcher(torch.arange(100), torch.arange(4), block_size=8)
+    with pytest.raises(ValueError, match="train split has 0 tokens"):
+        data.TokenBatcher(torch.tensor([], dtype=torch.long), torch.arange(100), block_size=8)
+    with pytest.raises(ValueError, match="split must be"):
+        data.TokenBatcher(torch.arange(100), torch.arange(100), 8).get_batch("test", 2)
+
+
+def test_masked_lm_batcher_follows_the_80_10_10_rule():
+    vocab, mask_id = 50, 0
+    ids = torch.randint(1, vocab, (20_000,), generator=torch.Generator().manual_seed(0))
+    batcher = data.MaskedLMBatcher(ids, ids[:1000], block_size=64, mask_token_id=mask_id, vocab_size=vocab)
+    generator = torch.Generator().manual_seed(1)
+    inputs, targets = batcher.get_batch("train", 256, generator)
+    selected = targets != -100
+    fraction = selected.float().mean().item()
+    assert 0.14 < fraction < 0.16
+    # Unselected positions are untouched; the loss ignores them.
+    original = torch.where(selected, targets, inputs)
+    masked = (inputs == mask_id) & selected
+    kept = (inputs == original) & selected
+    replaced = selected & ~masked & ~kept
+    n = selected.sum().item()
+    assert abs(masked.sum().item() / n - 0.8) < 0.02
+    # A random replacement equals the original 1 time in 49: "kept" is a little above 10%.
+    assert abs(kept.sum().item() / n - (0.1 + 0.1 / 49)) < 0.02
+    assert abs(replaced.sum().item() / n - 0.1 * 48 / 49) < 0.02
+    assert not (inputs[~selected] == mask_id).any()
+
+
+def test_masked_lm_batcher_selects_at_least_one_position_per_row():
+    ids = torch.arange(2, 300) % 40 + 2
+    batcher = data.MaskedLMBatcher(ids, ids, block_size=4, mask_token_id=1, vocab_size=42, mask_prob=0.01)
+    _, targets = batcher.get_batch("train", 64, torch.Generator().manual_seed(0))
+    assert ((targets != -100).sum(dim=1) >= 1).all()
+
+
+def test_batchers_stay_importable_from_llmbook_train():
+    from llmbook.train import MaskedLMBatcher, TokenBatcher
+
+    assert TokenBatcher is data.TokenBatcher and MaskedLMBatcher is data.MaskedLMBatcher
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: data.TokenBatcher(torch.arange(100), torch.arange(100), block_size=0), "block_size must be"),
+        (lambda: data.TokenBatcher(torch.arange(100.0), torch.arange(100), block_size=4), "integer token ids"),
+        (lambda: data.TokenBatcher(torch.arange(-5, 95), torch.arange(100), block_size=4), "negative token id -5"),
+        (lambda: data.TokenBatcher(torch.ones(10, 10), torch.arange(100), block_size=4), "1-D sequence"),
+        (lambda: data.MaskedLMBatcher(torch.arange(100), torch.arange(100), 4, mask_token_id=0, vocab_size=100,
+                                      mask_prob=float("nan")), "mask_prob must be a finite number"),
+        (lambda: data.MaskedLMBatcher(torch.arange(100), torch.arange(100), 4, mask_token_id=100, vocab_size=100),
+         "mask_token_id 100 is outside"),
+        (lambda: data.TokenBatcher(torch.arange(100), torch.arange(100), 4).get_batch("train", 0), "batch_size must be"),
+    ],
+)
+def test_batchers_reject_bad_arguments_by_name(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

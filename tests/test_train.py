@@ -1,6 +1,9 @@
 """Specifications of the training loop, batchers and checkpoints (Chapter 6)."""
 
+import contextlib
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmbook import train as T
-from llmbook.train import MaskedLMBatcher, TokenBatcher, TrainConfig, lr_at, train
+from llmbook.train import TokenBatcher, TrainConfig, lr_at, train
 
 
 class TinyLM(nn.Module):
@@ -39,67 +42,6 @@ def quiet(**kwargs):
     defaults = dict(progress=False, eval_interval=5, eval_steps=2, log_interval=1, amp=False)
     defaults.update(kwargs)
     return TrainConfig(**defaults)
-
-
-# ---------------------------------------------------------------- batchers
-
-
-def test_token_batcher_targets_are_inputs_shifted_by_one():
-    data = torch.arange(1000)
-    batcher = TokenBatcher(data[:900], data[900:], block_size=16)
-    x, y = batcher.get_batch("train", 8, torch.Generator().manual_seed(0))
-    assert x.shape == y.shape == (8, 16)
-    assert torch.equal(y, x + 1)
-    assert int(x.max()) < 900
-    xv, _ = batcher.get_batch("val", 4, torch.Generator().manual_seed(0))
-    assert int(xv.min()) >= 900
-
-
-def test_token_batcher_is_reproducible_from_the_generator_state():
-    batcher = TokenBatcher(torch.arange(500), torch.arange(50), block_size=4)
-    generator = torch.Generator().manual_seed(3)
-    state = generator.get_state()
-    first = batcher.get_batch("train", 5, generator)[0]
-    generator.set_state(state)
-    assert torch.equal(first, batcher.get_batch("train", 5, generator)[0])
-
-
-def test_token_batcher_rejects_data_shorter_than_a_window():
-    with pytest.raises(ValueError, match="val split has 4 tokens"):
-        TokenBatcher(torch.arange(100), torch.arange(4), block_size=8)
-    with pytest.raises(ValueError, match="train split has 0 tokens"):
-        TokenBatcher(torch.tensor([], dtype=torch.long), torch.arange(100), block_size=8)
-    with pytest.raises(ValueError, match="split must be"):
-        TokenBatcher(torch.arange(100), torch.arange(100), 8).get_batch("test", 2)
-
-
-def test_masked_lm_batcher_follows_the_80_10_10_rule():
-    vocab, mask_id = 50, 0
-    data = torch.randint(1, vocab, (20_000,), generator=torch.Generator().manual_seed(0))
-    batcher = MaskedLMBatcher(data, data[:1000], block_size=64, mask_token_id=mask_id, vocab_size=vocab)
-    generator = torch.Generator().manual_seed(1)
-    inputs, targets = batcher.get_batch("train", 256, generator)
-    selected = targets != -100
-    fraction = selected.float().mean().item()
-    assert 0.14 < fraction < 0.16
-    # Unselected positions are untouched; the loss ignores them.
-    original = torch.where(selected, targets, inputs)
-    masked = (inputs == mask_id) & selected
-    kept = (inputs == original) & selected
-    replaced = selected & ~masked & ~kept
-    n = selected.sum().item()
-    assert abs(masked.sum().item() / n - 0.8) < 0.02
-    # A random replacement equals the original 1 time in 49: "kept" is a little above 10%.
-    assert abs(kept.sum().item() / n - (0.1 + 0.1 / 49)) < 0.02
-    assert abs(replaced.sum().item() / n - 0.1 * 48 / 49) < 0.02
-    assert not (inputs[~selected] == mask_id).any()
-
-
-def test_masked_lm_batcher_selects_at_least_one_position_per_row():
-    data = torch.arange(2, 300) % 40 + 2
-    batcher = MaskedLMBatcher(data, data, block_size=4, mask_token_id=1, vocab_size=42, mask_prob=0.01)
-    _, targets = batcher.get_batch("train", 64, torch.Generator().manual_seed(0))
-    assert ((targets != -100).sum(dim=1) >= 1).all()
 
 
 # ---------------------------------------------------------------- schedule and optimizer
@@ -136,8 +78,8 @@ def test_weight_decay_applies_to_matrices_only():
     "bad, message",
     [
         (dict(batch_size=0), "batch_size must be"),
-        (dict(lr=0.0), "lr must be a positive"),
-        (dict(lr=-1e-3), "lr must be a positive"),
+        (dict(lr=0.0), "lr must be a finite number > 0, got 0.0"),
+        (dict(lr=-1e-3), "lr must be a finite number > 0"),
         (dict(max_steps=0), "max_steps must be"),
         (dict(grad_accum_steps=0), "grad_accum_steps"),
         (dict(min_lr=1.0), "min_lr must be"),
@@ -239,7 +181,7 @@ def test_a_nan_loss_stops_training_with_a_clear_message_and_keeps_good_weights(t
     assert result.stopped == "non-finite loss" and result.steps == 6
     assert "step 7" in result.message and "lower learning rate" in result.message
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert T.load_checkpoint(tmp_path / "latest", TinyLM())["step"] == 5
+    assert T.load_checkpoint(tmp_path, TinyLM())["step"] == 5
 
 
 def run_resumable(steps, tmp_path=None, resume=None, decay_steps=None, seed=0):
@@ -299,6 +241,48 @@ def test_keyboard_interrupt_saves_a_checkpoint_and_returns_the_partial_run(tmp_p
     assert resumed.history["loss"] == straight.history["loss"]
 
 
+def test_a_real_ctrl_c_stops_at_the_next_step_boundary_and_the_checkpoint_resumes_exactly(tmp_path):
+    class SigintBatcher(TokenBatcher):
+        calls = 0
+
+        def get_batch(self, split, batch_size, generator=None):
+            if split == "train":
+                SigintBatcher.calls += 1
+                if SigintBatcher.calls == 10:  # 2 for the evaluation at step 0; in the middle of step 8
+                    os.kill(os.getpid(), signal.SIGINT)
+            return super().get_batch(split, batch_size, generator)
+
+    handler = signal.getsignal(signal.SIGINT)
+    torch.manual_seed(123)
+    model = TinyLM(dropout=0.2)
+    config = quiet(max_steps=20, batch_size=4, lr=3e-3, warmup_steps=3, checkpoint_dir=str(tmp_path), eval_interval=100)
+    result = train(model, SigintBatcher(*repeating_data(), block_size=8), config, device="cpu")
+    assert result.stopped == "interrupted" and result.steps == 8  # the step under way was finished
+    assert signal.getsignal(signal.SIGINT) is handler
+    straight_model, straight = run_resumable(20)
+    resumed_model, resumed = run_resumable(20, resume=tmp_path)
+    for a, b in zip(straight_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_fused_and_plain_adamw_take_the_same_step():
+    torch.manual_seed(0)
+    a, b = TinyLM(dropout=0.0), TinyLM(dropout=0.0)
+    b.load_state_dict(a.state_dict())
+    fused = T.configure_optimizer(a, TrainConfig(max_steps=1, batch_size=1), "cpu")
+    plain = torch.optim.AdamW([dict(g, params=list(m)) for g, m in zip(fused.param_groups, (
+        [p for p in b.parameters() if p.dim() >= 2], [p for p in b.parameters() if p.dim() < 2]))])
+    for g in plain.param_groups:
+        g.update(fused=None, foreach=False)
+    batch = TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 4, torch.Generator().manual_seed(0))
+    for model, optimizer in ((a, fused), (b, plain)):
+        for _ in range(3):
+            T.train_step(model, optimizer, [batch])
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
 def test_time_limit_stops_early_and_evaluates_the_last_step():
     model = TinyLM()
     batcher = TokenBatcher(*repeating_data(), block_size=8)
@@ -307,64 +291,189 @@ def test_time_limit_stops_early_and_evaluates_the_last_step():
     assert result.history["step"][-1] == result.steps
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- train_step
 
 
-def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
+def test_train_step_weights_micro_batches_by_their_valid_targets_like_one_big_batch():
+    """Two micro-batches with 3 and 9 valid targets give the gradient of the mean over all 12 (PyTorch reference)."""
     torch.manual_seed(0)
+    model = TinyLM(dropout=0.0)
+    x = torch.randint(11, (4, 8))
+    y = torch.randint(11, (4, 8))
+    y[:2] = -100
+    y[0, :3] = torch.tensor([1, 2, 3])  # micro-batch 1: 3 valid targets
+    y[2:, 5:] = -100  # micro-batch 2: 10 valid targets
+    reference = TinyLM(dropout=0.0)
+    reference.load_state_dict(model.state_dict())
+    logits, _ = reference(x)
+    F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100).backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    result = T.train_step(model, optimizer, [(x[:2], y[:2]), (x[2:], y[2:])], amp=False)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+    with torch.no_grad():
+        expected = F.cross_entropy(reference(x)[0].flatten(0, 1), y.flatten(), ignore_index=-100)
+    assert result.loss == pytest.approx(expected.item(), rel=1e-5) and result.tokens == 32 and result.finite
+
+
+def test_train_step_syncs_gradients_only_on_the_last_micro_batch():
+    class FakeDDP(TinyLM):
+        def __init__(self):
+            super().__init__(dropout=0.0)
+            self.synced = []
+            self.inside = False
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.inside = True
+            yield
+            self.inside = False
+
+        def forward(self, idx, targets=None):
+            self.synced.append(not self.inside)
+            return super().forward(idx, targets)
+
+    model = FakeDDP()
+    batches = [TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 2) for _ in range(4)]
+    T.train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batches)
+    assert model.synced == [False, False, False, True]
+
+
+def test_train_step_refuses_to_step_on_a_non_finite_loss():
+    model = TinyLM(dropout=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 2)
+    with torch.no_grad():
+        model.head.bias[0] = float("inf")
+        before[-1][0] = float("inf")
+    result = T.train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), [(x, y)])
+    assert not result.finite and not math.isfinite(result.loss)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_configure_optimizer_uses_the_fused_kernel_where_pytorch_has_it():
+    optimizer = T.configure_optimizer(TinyLM(), TrainConfig(max_steps=1, batch_size=1), "cpu")
+    torch_version = tuple(int(part) for part in torch.__version__.split(".")[:2])
+    assert optimizer.defaults.get("fused") is (True if torch_version >= (2, 4) else None) or torch_version < (2, 4)
+
+
+def test_compile_wraps_the_forward_and_checkpoints_keep_plain_names(tmp_path, monkeypatch):
+    compiled = []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = TinyLM()
+    config = quiet(max_steps=2, batch_size=2, compile=True, checkpoint_dir=str(tmp_path))
+    train(model, TokenBatcher(*repeating_data(), block_size=8), config, device="cpu")
+    assert compiled == [model]
+    T.load_checkpoint(tmp_path, TinyLM())
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def test_tokens_per_second_is_all_tokens_over_all_training_time():
     model = TinyLM()
     batcher = TokenBatcher(*repeating_data(), block_size=8)
-    train(model, batcher, quiet(max_steps=3, batch_size=2), device="cpu")
-    optimizer = T.configure_optimizer(model, TrainConfig(max_steps=1, batch_size=1))
-    model(*batcher.get_batch("train", 2))[1].backward()
-    optimizer.step()
-    generator = torch.Generator().manual_seed(5)
-    T.save_checkpoint(tmp_path / "ck", model, optimizer, state={"step": 3, "note": "hi"}, generator=generator)
-    expected_next = torch.rand(3)
-    expected_batch = torch.randint(100, (3,), generator=generator)
-
-    fresh = TinyLM()
-    fresh_optimizer = T.configure_optimizer(fresh, TrainConfig(max_steps=1, batch_size=1))
-    fresh_generator = torch.Generator()
-    state = T.load_checkpoint(tmp_path / "ck", fresh, fresh_optimizer, generator=fresh_generator)
-    assert state == {"step": 3, "note": "hi"}
-    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
-        assert torch.equal(a, b)
-    for pa, pb in zip(model.parameters(), fresh.parameters()):
-        sa, sb = optimizer.state[pa], fresh_optimizer.state[pb]
-        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
-    assert torch.equal(torch.rand(3), expected_next)
-    assert torch.equal(torch.randint(100, (3,), generator=fresh_generator), expected_batch)
+    result = train(model, batcher, quiet(max_steps=12, batch_size=4, grad_accum_steps=2, log_interval=4), device="cpu")
+    assert result.tokens == 12 * 4 * 2 * 8
+    assert result.tokens_per_second == pytest.approx(result.tokens / result.training_seconds)
+    assert result.history["tokens_per_second"][-1] == pytest.approx(result.tokens_per_second)
+    assert result.training_seconds <= result.elapsed_seconds
+    assert 0 < result.mfu < 1
 
 
-def test_checkpoints_hold_no_pickle_and_tied_weights_survive(tmp_path):
-    class Tied(TinyLM):
+# ---------------------------------------------------------------- resuming with other settings
+
+
+def test_resuming_with_other_settings_uses_the_new_ones_and_says_which_changed(tmp_path, capsys):
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    train(TinyLM(), batcher, quiet(max_steps=4, batch_size=2, lr=1e-3, checkpoint_dir=str(tmp_path)), device="cpu")
+    capsys.readouterr()
+    result = train(TinyLM(), batcher, quiet(max_steps=8, batch_size=2, lr=5e-3, min_lr=5e-3, weight_decay=0.0),
+                   device="cpu", resume=tmp_path)
+    printed = capsys.readouterr().out
+    assert "resuming at step 4" in printed and "lr 0.001 -> 0.005" in printed and "max_steps 4 -> 8" in printed
+    assert "weight_decay 0.1 -> 0.0" in printed and "seed" not in printed
+    assert result.history["lr"][4:] == pytest.approx([5e-3] * 4)
+
+
+# ---------------------------------------------------------------- bad inputs: clear errors, nothing silent
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(lr=NAN), "lr must be a finite number > 0, got nan"),
+        (dict(lr=INF), "lr must be a finite number > 0, got inf"),
+        (dict(lr="1e-3"), "lr must be a number, got '1e-3'"),
+        (dict(min_lr=NAN), "min_lr must be a finite number"),
+        (dict(weight_decay=NAN), "weight_decay must be a finite number >= 0, got nan"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+        (dict(betas=(NAN, 0.95)), r"betas must be two finite numbers in \[0, 1\), got \(nan, 0.95\)"),
+        (dict(betas=(0.9, 1.0)), "betas must be two finite numbers"),
+        (dict(betas=0.9), "betas must be two finite numbers"),
+        (dict(grad_clip=INF), "grad_clip must be a finite number > 0, got inf"),
+        (dict(grad_clip=NAN), "grad_clip must be a finite number > 0, got nan"),
+        (dict(max_seconds=NAN), "max_seconds must be a finite number > 0, got nan"),
+        (dict(max_seconds=-1.0), "max_seconds must be a finite number > 0"),
+        (dict(batch_size=2.5), "batch_size must be a whole number >= 1, got 2.5"),
+        (dict(max_steps=True), "max_steps must be a whole number >= 1, got True"),
+        (dict(warmup_steps=-1), "warmup_steps must be a whole number >= 0, got -1"),
+        (dict(eval_batch_size=0), "eval_batch_size must be a whole number >= 1"),
+        (dict(checkpoint_interval=5), "checkpoint_interval=5 but checkpoint_dir is None"),
+        (dict(checkpoint_dir=3), "checkpoint_dir must be a folder path"),
+        (dict(amp="yes"), "amp must be True or False, got 'yes'"),
+        (dict(compile=1), "compile must be True or False"),
+        (dict(seed=-3), "seed must be a whole number >= 0"),
+    ],
+)
+def test_non_finite_and_wrongly_typed_settings_are_rejected_by_name(bad, message):
+    values = dict(max_steps=10, batch_size=2)
+    values.update(bad)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**values)
+
+
+def test_train_rejects_a_model_or_config_of_the_wrong_kind():
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got dict"):
+        train(TinyLM(), batcher, dict(max_steps=1, batch_size=1), device="cpu")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        train(lambda x: x, batcher, quiet(max_steps=1, batch_size=1), device="cpu")
+    with pytest.raises(TypeError, match="must have get_batch"):
+        train(TinyLM(), [1, 2, 3], quiet(max_steps=1, batch_size=1), device="cpu")
+
+
+def test_non_finite_weights_are_never_written_over_the_last_good_checkpoint(tmp_path):
+    class Corrupting(TinyLM):
+        """During its 3rd training step a weight becomes infinite while the loss stays finite."""
+
         def __init__(self):
-            super().__init__()
-            self.head.weight = self.embed.weight
+            super().__init__(dropout=0.0)
+            self.spare = nn.Parameter(torch.zeros(2, 2))  # not used by the loss
+            self.calls = 0
 
-    model = Tied()
-    path = T.save_checkpoint(tmp_path / "ck", model)
-    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.safetensors", "state.json"]
-    for file in path.iterdir():
-        assert b"\x80\x04" not in file.read_bytes()[:2]  # not a pickle stream
-    fresh = Tied()
-    T.load_checkpoint(path, fresh)
-    assert torch.equal(fresh.embed.weight, model.embed.weight) and fresh.head.weight is fresh.embed.weight
+        def forward(self, idx, targets=None):
+            if self.training:
+                self.calls += 1
+                if self.calls == 3:
+                    with torch.no_grad():
+                        self.spare.fill_(float("inf"))
+            return super().forward(idx, targets)
 
-
-def test_saving_over_an_existing_checkpoint_replaces_it_whole(tmp_path):
-    model = TinyLM()
-    T.save_checkpoint(tmp_path / "ck", model, state={"step": 1})
-    with torch.no_grad():
-        model.head.bias.fill_(7.0)
-    T.save_checkpoint(tmp_path / "ck", model, state={"step": 2})
-    fresh = TinyLM()
-    assert T.load_checkpoint(tmp_path / "ck", fresh)["step"] == 2
-    assert (fresh.head.bias == 7.0).all()
-    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary directories left behind
-
-
-def test_loading_something_that_is_not_a_checkpoint_says_what_to_pass(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
-        T.load_checkpoint(tmp_path, TinyLM())
+    batcher = TokenBatcher(*repeating_data(), block_size=8)
+    config = quiet(max_steps=8, batch_size=2, checkpoint_dir=str(tmp_path), checkpoint_interval=2)
+    result = train(Corrupting(), batcher, config, device="cpu")
+    assert result.stopped == "non-finite weights" and result.steps == 4
+    assert "step 4" in result.message and "step-000002" in result.message
+    assert result.checkpoint == str(tmp_path / "step-000002")
+    fresh = Corrupting()
+    assert T.load_checkpoint(tmp_path, fresh)["step"] == 2
+    assert all(torch.isfinite(p).all() for p in fresh.parameters())

@@ -7,6 +7,10 @@ then downloads from the canonical URL. Every file is checked against its
 sha256 before use, and written into the cache atomically, so an interrupted
 download never leaves a half file behind. Anything that goes wrong raises a
 :class:`DataError` that says which file, what happened and what to do.
+
+The training batchers live here too: :class:`TokenBatcher` cuts random
+next-token windows from a token stream and :class:`MaskedLMBatcher` makes
+BERT's masked-token batches (Chapters 5 and 6; ``llmbook.train`` re-exports both).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from llmbook.validate import finite_float, nonnegative_int, one_of, positive_int
+
 __all__ = [
     "DataError",
     "Dataset",
@@ -36,6 +44,8 @@ __all__ = [
     "load_brown_sentences",
     "load_movie_reviews",
     "load_tang_poems",
+    "TokenBatcher",
+    "MaskedLMBatcher",
 ]
 
 
@@ -273,3 +283,105 @@ def load_tang_poems(files: int = 10) -> list[dict]:
     for file in names[:files]:
         poems.extend(json.loads(fetch(f"chinese-poetry/{file}").read_text(encoding="utf-8")))
     return poems
+
+
+# --------------------------------------------------------------------------- training batches
+
+
+def _as_token_tensor(ids, name: str):
+    tensor = torch.as_tensor(ids)
+    if tensor.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(tensor.shape)}; flatten it")
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {tensor.dtype}; convert with .long()")
+    if len(tensor) and int(tensor.min()) < 0:
+        raise ValueError(f"{name} contains the negative token id {int(tensor.min())}; token ids start at 0")
+    return tensor.long()
+
+
+class TokenBatcher:
+    """Random windows of a token stream for next-token prediction (Chapter 6's batches).
+
+    ``get_batch(split, batch_size, generator)`` draws ``batch_size`` start
+    positions with ``generator`` (so a saved generator state replays the same
+    batches) and returns ``x`` (B, T) and ``y`` (B, T) where ``y`` is ``x``
+    shifted one token to the left: ``y[b, t]`` is the token after ``x[b, t]``.
+
+    >>> batcher = TokenBatcher(torch.arange(100), torch.arange(100, 120), block_size=4)
+    >>> x, y = batcher.get_batch("train", 2, torch.Generator().manual_seed(0))
+    >>> bool((y[:, :-1] == x[:, 1:]).all()) and bool((y == x + 1).all())
+    True
+    """
+
+    def __init__(self, train_ids, val_ids, block_size: int):
+        self.block_size = positive_int(block_size, "block_size")
+        self.data = {"train": _as_token_tensor(train_ids, "train_ids"), "val": _as_token_tensor(val_ids, "val_ids")}
+        for split, ids in self.data.items():
+            if len(ids) <= self.block_size:
+                raise ValueError(
+                    f"the {split} split has {len(ids)} tokens, but a window of block_size={self.block_size} "
+                    f"needs at least {self.block_size + 1} (inputs plus one target); "
+                    "use more data, a smaller block_size, or a different train/validation split"
+                )
+
+    def _split(self, split: str):
+        return self.data[one_of(split, "split", ("train", "val"))]
+
+    def get_batch(self, split: str, batch_size: int, generator=None):
+        ids = self._split(split)
+        starts = torch.randint(len(ids) - self.block_size, (positive_int(batch_size, "batch_size"),), generator=generator)
+        offsets = torch.arange(self.block_size + 1)
+        windows = ids[starts[:, None] + offsets]  # (B, T + 1)
+        return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
+
+
+class MaskedLMBatcher(TokenBatcher):
+    """BERT-style masked-language-model batches from a token stream (Chapters 5 and 6).
+
+    Each position of a random window is selected with probability
+    ``mask_prob`` (at least one per row). A selected position becomes
+    ``mask_token_id`` 80% of the time, a random token 10%, and stays itself
+    10%; its target is the original token. Every other target is ``-100``,
+    the ``ignore_index`` of :func:`torch.nn.functional.cross_entropy`.
+    ``special_ids`` (e.g. the mask token itself) are never drawn as random
+    replacements.
+    """
+
+    ignore_index = -100
+
+    def __init__(self, train_ids, val_ids, block_size: int, mask_token_id: int, vocab_size: int,
+                 mask_prob: float = 0.15, special_ids=()):
+        super().__init__(train_ids, val_ids, block_size)
+        self.vocab_size = positive_int(vocab_size, "vocab_size", minimum=2)
+        self.mask_prob = finite_float(mask_prob, "mask_prob", low=0, high=1, low_inclusive=False,
+                                      hint="BERT uses 0.15")
+        mask_token_id = nonnegative_int(mask_token_id, "mask_token_id")
+        if mask_token_id >= self.vocab_size:
+            raise ValueError(
+                f"mask_token_id {mask_token_id} is outside the vocabulary 0..{self.vocab_size - 1}; "
+                "give the mask token an id below vocab_size (e.g. vocab_size = number of tokens + 1)"
+            )
+        self.mask_token_id = mask_token_id
+        excluded = set(int(i) for i in special_ids) | {self.mask_token_id}
+        self.replacement_ids = torch.tensor([i for i in range(self.vocab_size) if i not in excluded])
+
+    def get_batch(self, split: str, batch_size: int, generator=None):
+        ids = self._split(split)
+        batch_size = positive_int(batch_size, "batch_size")
+        starts = torch.randint(len(ids) - self.block_size + 1, (batch_size,), generator=generator)
+        original = ids[starts[:, None] + torch.arange(self.block_size)]  # (B, T)
+        selected = torch.rand(original.shape, generator=generator) < self.mask_prob  # (B, T)
+        # A row with nothing selected would contribute no loss; select one position there.
+        forced = torch.randint(self.block_size, (batch_size,), generator=generator)
+        empty_rows = ~selected.any(dim=1)
+        selected[empty_rows, forced[empty_rows]] = True
+        action = torch.rand(original.shape, generator=generator)  # < .8 mask, < .9 random, else keep
+        random_tokens = self.replacement_ids[
+            torch.randint(len(self.replacement_ids), original.shape, generator=generator)
+        ]
+        inputs = original.clone()
+        inputs[selected & (action < 0.8)] = self.mask_token_id
+        use_random = selected & (action >= 0.8) & (action < 0.9)
+        inputs[use_random] = random_tokens[use_random]
+        targets = torch.where(selected, original, torch.full_like(original, self.ignore_index))
+        return inputs, targets

@@ -3,8 +3,9 @@
 Used by every chapter: :func:`get_device` picks the accelerator, :func:`budget`
 picks the size of every experiment (``smoke`` for tests, ``cpu`` for a laptop,
 ``gpu`` for a Colab T4 or better), :func:`autocast` turns on mixed precision
-where the hardware supports it, and :func:`peak_flops` gives the denominator
-of model-FLOPs utilisation (MFU).
+where the hardware supports it, :func:`peak_flops` gives the denominator
+of model-FLOPs utilisation (MFU) and :func:`eval_mode` runs a model in
+evaluation mode for a moment.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 from typing import Any, Mapping, TypeVar
 
 import numpy as np
@@ -27,6 +29,10 @@ __all__ = [
     "amp_dtype",
     "autocast",
     "peak_flops",
+    "measure_peak_flops",
+    "eval_mode",
+    "training_flops_per_token",
+    "stop_after_step_on_ctrl_c",
     "describe",
 ]
 
@@ -148,11 +154,13 @@ _GPU_PEAK_FLOPS = {
 
 
 def peak_flops(device: torch.device | str | None = None) -> float:
-    """Peak dense low-precision FLOP/s of ``device``, the denominator of MFU.
+    """Peak dense FLOP/s of ``device``, the denominator of MFU.
 
-    For a known GPU the data-sheet figure; for an unknown GPU a conservative
-    100 TFLOP/s; for the CPU a rough estimate: threads x 3 GHz x 32 fp32 FLOPs
-    per cycle (two AVX2 fused multiply-add units). MPS: 10 TFLOP/s.
+    For a known GPU the data-sheet figure for bf16 (fp16 on the T4) tensor
+    cores. For the CPU, Apple's MPS and an unknown GPU there is no data sheet
+    to trust, so the peak is *measured*: :func:`measure_peak_flops` times a
+    large matrix multiply (fp32 on the CPU and MPS, bf16 on a GPU), the
+    best case of dense arithmetic on that hardware with the current threads.
     """
     device = torch.device(device) if device is not None else get_device()
     if device.type == "cuda":
@@ -160,10 +168,113 @@ def peak_flops(device: torch.device | str | None = None) -> float:
         for key, flops in _GPU_PEAK_FLOPS.items():
             if key in name:
                 return flops
-        return 100e12
-    if device.type == "mps":
-        return 10e12
-    return torch.get_num_threads() * 3.0e9 * 32
+    return measure_peak_flops(device)
+
+
+_MEASURED_PEAKS: dict[tuple[str, int], float] = {}
+
+
+def measure_peak_flops(device: torch.device | str | None = None, size: int | None = None, repeats: int = 3) -> float:
+    """FLOP/s of the fastest of ``repeats`` timed ``size`` x ``size`` matrix multiplies on ``device``.
+
+    A matrix multiply of two n x n matrices takes 2 n^3 FLOPs (a multiply and
+    an add per term). fp32 on the CPU and MPS, bf16 on CUDA; ``size`` defaults
+    to 1024 on the CPU and 4096 elsewhere. The result is cached per process,
+    device and thread count: measuring takes a fraction of a second on two CPU
+    cores (where it finds roughly 300 GFLOP/s). On a busy machine the
+    measurement, like every timing, comes out low.
+    """
+    device = torch.device(device) if device is not None else get_device()
+    key = (str(device), torch.get_num_threads())
+    if key not in _MEASURED_PEAKS:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        size = size or (1024 if device.type == "cpu" else 4096)
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=generator).to(device, dtype)
+        b = torch.randn(size, size, generator=generator).to(device, dtype)
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first call warms up caches and kernels
+            _synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            _synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        _MEASURED_PEAKS[key] = 2.0 * size**3 / best
+    return _MEASURED_PEAKS[key]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run ``model`` in evaluation mode (no dropout) without gradients, then restore its previous mode.
+
+    >>> layer = torch.nn.Dropout(0.5)
+    >>> with eval_mode(layer):
+    ...     layer.training
+    False
+    >>> layer.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def training_flops_per_token(model: torch.nn.Module, context: int) -> float:
+    """FLOPs of one forward and backward pass per token with ``context`` tokens of context: MFU's numerator.
+
+    From ``model.flops_per_token(context, training=True)`` when the model has
+    it (Chapter 5's GPT and BERT); otherwise the 6N rule: 6 FLOPs per
+    parameter per token (2 forward, 4 backward).
+    """
+    if hasattr(model, "flops_per_token"):
+        import inspect
+
+        parameters = inspect.signature(model.flops_per_token).parameters
+        kwargs = {"context": context} if "context" in parameters else {}
+        if "training" in parameters:
+            kwargs["training"] = True
+        return float(model.flops_per_token(**kwargs))
+    return 6.0 * sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def stop_after_step_on_ctrl_c():
+    """Turn the first Ctrl-C (SIGINT) into a request: yields a :class:`threading.Event` that it sets.
+
+    A training loop checks the event between steps, so it stops at a step
+    boundary, never half-way through an optimizer update. A second Ctrl-C
+    raises :class:`KeyboardInterrupt` as usual. Outside the main thread
+    (where signals cannot be caught) the event is never set.
+    """
+    import signal
+    import threading
+
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def describe() -> str:

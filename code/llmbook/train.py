@@ -2,173 +2,68 @@
 
 Every chapter that trains a model calls :func:`train`. It works with any
 ``nn.Module`` whose ``forward(idx, targets)`` returns ``(logits, loss, ...)``
-and any batcher with ``get_batch(split, batch_size, generator) -> (x, y)``.
+and any batcher with ``get_batch(split, batch_size, generator) -> (x, y)``
+(:class:`llmbook.data.TokenBatcher`, :class:`llmbook.data.MaskedLMBatcher`).
 
-What one optimisation step does, in order:
+One optimisation step is :func:`train_step`: ``grad_accum_steps`` micro-batches
+forward under mixed precision (:func:`llmbook.runtime.autocast`: bf16 on Ampere
+and newer GPUs, fp16 with a :class:`torch.amp.GradScaler` on older ones such as
+the T4, plain fp32 on the CPU) and backward, a refusal to step if the loss or
+the gradient is not finite, gradient clipping to ``grad_clip`` (the pre-clip
+norm is recorded) and an AdamW step (weight decay on matrices only). The
+learning rate of each step comes from :func:`lr_at` (linear warm-up, then
+cosine decay to ``min_lr``).
 
-1. ``grad_accum_steps`` micro-batches, each forward under mixed precision
-   (:func:`llmbook.runtime.autocast`: bf16 on Ampere and newer GPUs, fp16 with
-   a :class:`torch.amp.GradScaler` on older ones such as the T4, plain fp32 on
-   the CPU), loss divided by ``grad_accum_steps``, backward;
-2. a stop with a clear message if the loss is NaN or infinite (the weights are
-   left as they were after the last good step);
-3. gradient clipping to ``grad_clip`` (the pre-clip norm is recorded);
-4. an AdamW step (weight decay on matrices only) and the learning rate of the
-   next step from :func:`lr_at` (linear warm-up, then cosine decay to ``min_lr``).
-
-Every ``eval_interval`` steps the mean loss over ``eval_steps`` batches of each
-split is recorded; checkpoints (:func:`save_checkpoint`) are safetensors plus
-JSON, written atomically, and ``train(..., resume=path)`` continues exactly
-where the saved run stopped (bit for bit on the CPU).
+Around it :func:`train` evaluates, logs, draws and saves checkpoints
+(:mod:`llmbook.checkpoint`) from which ``train(..., resume=path)`` continues
+exactly where the saved run stopped (bit for bit on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import random
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from llmbook import runtime
+from llmbook.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    find_checkpoint,
+    jsonable,
+    load_checkpoint,
+    save_checkpoint,
+    save_step,
+)
+from llmbook.data import MaskedLMBatcher, TokenBatcher  # their home is llmbook.data; kept importable from here
+from llmbook.validate import finite_float, nonnegative_int, positive_int
 
 __all__ = [
     "TokenBatcher",
     "MaskedLMBatcher",
     "TrainConfig",
     "TrainResult",
-    "TrainingError",
+    "StepResult",
     "cosine_lr",
     "lr_at",
     "configure_optimizer",
+    "train_step",
     "evaluate",
     "train",
     "save_checkpoint",
     "load_checkpoint",
 ]
 
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (for example the loss became NaN); the message says why and what to try."""
-
-
-# --------------------------------------------------------------------------- batches
-
-
-def _as_token_tensor(ids: Any, name: str) -> torch.Tensor:
-    tensor = torch.as_tensor(ids)
-    if tensor.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(tensor.shape)}")
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer token ids, got dtype {tensor.dtype}")
-    return tensor.long()
-
-
-class TokenBatcher:
-    """Random windows of a token stream for next-token prediction.
-
-    ``get_batch(split, batch_size, generator)`` draws ``batch_size`` start
-    positions with ``generator`` (so a saved generator state replays the same
-    batches) and returns ``x`` (B, T) and ``y`` (B, T) where ``y`` is ``x``
-    shifted one token to the left: ``y[b, t]`` is the token after ``x[b, t]``.
-
-    >>> batcher = TokenBatcher(torch.arange(100), torch.arange(100, 120), block_size=4)
-    >>> x, y = batcher.get_batch("train", 2, torch.Generator().manual_seed(0))
-    >>> bool((y[:, :-1] == x[:, 1:]).all()) and bool((y == x + 1).all())
-    True
-    """
-
-    def __init__(self, train_ids: Any, val_ids: Any, block_size: int):
-        if int(block_size) < 1:
-            raise ValueError(f"block_size must be at least 1, got {block_size}")
-        self.block_size = int(block_size)
-        self.data = {"train": _as_token_tensor(train_ids, "train_ids"), "val": _as_token_tensor(val_ids, "val_ids")}
-        for split, ids in self.data.items():
-            if len(ids) <= self.block_size:
-                raise ValueError(
-                    f"the {split} split has {len(ids)} tokens, but a window of block_size={self.block_size} "
-                    f"needs at least {self.block_size + 1} (inputs plus one target); "
-                    "use more data, a smaller block_size, or a different train/validation split"
-                )
-
-    def _split(self, split: str) -> torch.Tensor:
-        if split not in self.data:
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        return self.data[split]
-
-    def get_batch(self, split: str, batch_size: int, generator: torch.Generator | None = None):
-        ids = self._split(split)
-        starts = torch.randint(len(ids) - self.block_size, (batch_size,), generator=generator)
-        offsets = torch.arange(self.block_size + 1)
-        windows = ids[starts[:, None] + offsets]  # (B, T + 1)
-        return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
-
-
-class MaskedLMBatcher(TokenBatcher):
-    """BERT-style masked-language-model batches from a token stream.
-
-    Each position of a random window is selected with probability
-    ``mask_prob`` (at least one per row). A selected position becomes
-    ``mask_token_id`` 80% of the time, a random token 10%, and stays itself
-    10%; its target is the original token. Every other target is ``-100``,
-    the ``ignore_index`` of :func:`torch.nn.functional.cross_entropy`.
-    ``special_ids`` (e.g. the mask token itself) are never drawn as random
-    replacements.
-    """
-
-    ignore_index = -100
-
-    def __init__(
-        self,
-        train_ids: Any,
-        val_ids: Any,
-        block_size: int,
-        mask_token_id: int,
-        vocab_size: int,
-        mask_prob: float = 0.15,
-        special_ids: Iterable[int] = (),
-    ):
-        super().__init__(train_ids, val_ids, block_size)
-        if not 0.0 < mask_prob <= 1.0:
-            raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
-        if not 0 <= mask_token_id < vocab_size:
-            raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary 0..{vocab_size - 1}")
-        self.mask_token_id = int(mask_token_id)
-        self.vocab_size = int(vocab_size)
-        self.mask_prob = float(mask_prob)
-        excluded = set(int(i) for i in special_ids) | {self.mask_token_id}
-        self.replacement_ids = torch.tensor([i for i in range(self.vocab_size) if i not in excluded])
-
-    def get_batch(self, split: str, batch_size: int, generator: torch.Generator | None = None):
-        ids = self._split(split)
-        starts = torch.randint(len(ids) - self.block_size + 1, (batch_size,), generator=generator)
-        original = ids[starts[:, None] + torch.arange(self.block_size)]  # (B, T)
-        selected = torch.rand(original.shape, generator=generator) < self.mask_prob  # (B, T)
-        # A row with nothing selected would contribute no loss; select one position there.
-        forced = torch.randint(self.block_size, (batch_size,), generator=generator)
-        empty_rows = ~selected.any(dim=1)
-        selected[empty_rows, forced[empty_rows]] = True
-        action = torch.rand(original.shape, generator=generator)  # < .8 mask, < .9 random, else keep
-        random_tokens = self.replacement_ids[
-            torch.randint(len(self.replacement_ids), original.shape, generator=generator)
-        ]
-        inputs = original.clone()
-        inputs[selected & (action < 0.8)] = self.mask_token_id
-        use_random = selected & (action >= 0.8) & (action < 0.9)
-        inputs[use_random] = random_tokens[use_random]
-        targets = torch.where(selected, original, torch.full_like(original, self.ignore_index))
-        return inputs, targets
+IGNORE_INDEX = -100  # targets with this value do not count (cross_entropy's ignore_index)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -182,7 +77,10 @@ class TrainConfig:
     reaches ``min_lr``) defaults to ``max_steps``. ``max_seconds`` stops
     training once that much training time (evaluation excluded) has passed,
     for comparisons at equal wall time. ``grad_clip=None`` turns clipping off
-    (the gradient norm is still recorded).
+    (the gradient norm is still recorded). ``checkpoint_interval`` needs a
+    ``checkpoint_dir``; with only a ``checkpoint_dir`` a checkpoint is written
+    at the end, on Ctrl-C and at the time limit. ``compile=True`` runs the
+    training and evaluation forward passes through :func:`torch.compile`.
     """
 
     max_steps: int
@@ -200,6 +98,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     log_interval: int = 10
     amp: bool = True
+    compile: bool = False
     seed: int = 0
     checkpoint_dir: str | None = None
     checkpoint_interval: int | None = None
@@ -209,35 +108,46 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = []
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_steps", "log_interval"):
+
+        def check(name: str, test, optional: bool = False, **options) -> None:
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name} must be a whole number >= 1, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"lr must be a positive number, got {self.lr!r} (typical values: 1e-4 to 1e-2)")
-        elif self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            problems.append(f"min_lr must be between 0 and lr={self.lr}, got {self.min_lr!r}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            problems.append(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
-        if self.lr_decay_steps is not None and self.lr_decay_steps < max(1, self.warmup_steps):
+            if not (optional and value is None):
+                try:
+                    setattr(self, name, test(value, name, **options))
+                except ValueError as error:
+                    problems.append(str(error))
+
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_steps", "log_interval"):
+            check(name, positive_int)
+        for name in ("warmup_steps", "seed"):
+            check(name, nonnegative_int)
+        for name in ("amp", "compile", "progress", "live_plot"):
+            check(name, _flag)
+        check("lr", finite_float, low=0, low_inclusive=False, hint="typical values: 1e-4 to 1e-2")
+        check("weight_decay", finite_float, low=0, hint="typical values: 0 to 0.1")
+        check("betas", _betas)
+        lr, warmup = self.lr if isinstance(self.lr, float) else None, self.warmup_steps
+        check("min_lr", finite_float, True, low=0, high=lr, hint="between 0 and lr, or None for lr / 10")
+        check(
+            "lr_decay_steps",
+            positive_int,
+            True,
+            minimum=max(1, warmup if isinstance(warmup, int) else 1),
+            hint="at least warmup_steps, or None for max_steps",
+        )
+        check("grad_clip", finite_float, True, low=0, low_inclusive=False, hint="or None for no clipping")
+        check("eval_batch_size", positive_int, True, hint="or None for batch_size")
+        check("checkpoint_interval", positive_int, True, hint="or None")
+        check("max_seconds", finite_float, True, low=0, low_inclusive=False, hint="or None for no time limit")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+            problems.append(f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}")
+        if self.checkpoint_interval is not None and self.checkpoint_dir is None:
             problems.append(
-                f"lr_decay_steps ({self.lr_decay_steps}) must be at least warmup_steps ({self.warmup_steps}) and >= 1"
+                f"checkpoint_interval={self.checkpoint_interval} but checkpoint_dir is None, so nothing "
+                "would be saved; set checkpoint_dir to a folder (or drop checkpoint_interval)"
             )
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
-            problems.append(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            problems.append(f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            problems.append(f"eval_batch_size must be >= 1 or None (same as batch_size), got {self.eval_batch_size!r}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            problems.append(f"checkpoint_interval must be >= 1 or None, got {self.checkpoint_interval!r}")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            problems.append(f"max_seconds must be positive or None, got {self.max_seconds!r}")
         if problems:
             raise ValueError("bad TrainConfig: " + "; ".join(problems))
-        self.betas = tuple(float(b) for b in self.betas)
 
     @property
     def resolved_min_lr(self) -> float:
@@ -247,10 +157,20 @@ class TrainConfig:
     def resolved_decay_steps(self) -> int:
         return self.max_steps if self.lr_decay_steps is None else self.lr_decay_steps
 
-    @property
-    def tokens_per_step_factor(self) -> int:
-        """Sequences per optimizer step: ``batch_size * grad_accum_steps``."""
-        return self.batch_size * self.grad_accum_steps
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _betas(value: Any, name: str) -> tuple[float, float]:
+    try:
+        if isinstance(value, (str, bytes)) or len(value) != 2:
+            raise ValueError
+        return tuple(finite_float(b, name, low=0, high=1, high_inclusive=False) for b in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two finite numbers in [0, 1), got {value!r} (typical: (0.9, 0.95))") from None
 
 
 def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -284,28 +204,37 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.device | str | None = None):
-    """AdamW with weight decay on matrices only.
+    """AdamW with weight decay on matrices only, fused where this PyTorch supports it.
 
     Parameters with two or more dimensions (the weights of linear layers and
     the embedding tables) are decayed; vectors (biases, LayerNorm gains and
     shifts) are not, because shrinking a bias or a LayerNorm gain towards zero
     is not a useful prior. Embeddings are decayed on purpose: with weight
-    tying the token embedding is also the output layer's matrix. On CUDA the
-    fused kernel is used.
+    tying the token embedding is also the output layer's matrix. The fused
+    kernel (one kernel for all parameters; CUDA, and the CPU from PyTorch 2.4)
+    is used when PyTorch accepts it for the parameters' device, the default
+    implementation otherwise (``device`` is accepted for compatibility).
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in parameters if p.dim() >= 2]
-    no_decay = [p for p in parameters if p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
     ]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, **extra)
+    try:
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # an older PyTorch, or a device without the fused kernel
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
-# --------------------------------------------------------------------------- evaluation
+def _apply_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
+    """Put ``config``'s learning rate for ``step``, betas and weight decay into the optimizer's groups."""
+    for index, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr_at(step, config)
+        group["betas"] = config.betas
+        group["weight_decay"] = config.weight_decay if index == 0 else 0.0
+
+
+# --------------------------------------------------------------------------- one step
 
 
 def _loss_of(output: Any) -> torch.Tensor:
@@ -315,15 +244,81 @@ def _loss_of(output: Any) -> torch.Tensor:
         loss = output["loss"]
     else:
         raise TypeError(
-            "the model's forward(idx, targets) must return (logits, loss, ...); "
-            f"got {type(output).__name__}"
+            f"the model's forward(idx, targets) must return (logits, loss, ...); got {type(output).__name__}"
         )
     if loss is None or not torch.is_tensor(loss):
         raise TypeError("the model returned no loss: call it with targets, and make forward compute the loss")
     return loss
 
 
-@torch.no_grad()
+@dataclass
+class StepResult:
+    """What one :func:`train_step` did: the mean loss over valid targets, the pre-clip gradient norm, ..."""
+
+    loss: float
+    grad_norm: float
+    lr: float
+    tokens: int
+    finite: bool = True  # False: the loss or the gradient was NaN or infinite and no step was taken
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    scheduler: Any = None,
+    grad_clip: float | None = None,
+    amp: bool = True,
+) -> StepResult:
+    """One optimizer step on the micro-batches ``batches`` = [(x, y), ...]: forward, backward, clip, step.
+
+    Each micro-batch's mean loss is weighted by its share of the valid targets
+    (those != -100), so the gradient is that of the mean over the targets of
+    all micro-batches together, as if they were one batch. A model with
+    ``no_sync`` (DDP, FSDP) exchanges gradients only on the last micro-batch.
+    No weight changes if the loss or the gradient norm is not finite.
+    """
+    counts = [(y != IGNORE_INDEX).sum() for _, y in batches]
+    total = sum(counts)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for i, ((x, y), count) in enumerate(zip(batches, counts)):
+        last = i == len(batches) - 1
+        with model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext():
+            with runtime.autocast(x.device) if amp else contextlib.nullcontext():
+                loss = _loss_of(model(x, y)) * (count / total)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        loss_sum = loss_sum + loss.detach()
+    loss_value, lr = float(loss_sum), optimizer.param_groups[0]["lr"]
+    tokens = sum(x.numel() for x, _ in batches)
+    if not math.isfinite(loss_value):
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(loss_value, math.nan, lr, tokens, finite=False)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    max_norm = grad_clip if grad_clip is not None else math.inf
+    if hasattr(model, "clip_grad_norm_"):  # FSDP computes the norm across its shards
+        grad_norm = float(model.clip_grad_norm_(max_norm))
+    else:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    if not math.isfinite(grad_norm) and not (scaler is not None and scaler.is_enabled()):
+        optimizer.zero_grad(set_to_none=True)  # (with fp16 loss scaling, scaler.step skips such a step itself)
+        return StepResult(loss_value, grad_norm, lr, tokens, finite=False)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return StepResult(loss_value, grad_norm, lr, tokens)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
 def evaluate(
     model: nn.Module,
     batcher: Any,
@@ -341,201 +336,17 @@ def evaluate(
     training generator is left untouched.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     means = {}
-    for split in splits:
-        generator = torch.Generator().manual_seed(seed)
-        total = 0.0
-        for _ in range(eval_steps):
-            x, y = batcher.get_batch(split, batch_size, generator)
-            with runtime.autocast(device) if amp else contextlib.nullcontext():
-                total += float(_loss_of(model(x.to(device), y.to(device))))
-        means[split] = total / eval_steps
-    model.train(was_training)
+    with runtime.eval_mode(model):
+        for split in splits:
+            generator = torch.Generator().manual_seed(seed)
+            total = 0.0
+            for _ in range(eval_steps):
+                x, y = batcher.get_batch(split, batch_size, generator)
+                with runtime.autocast(device) if amp else contextlib.nullcontext():
+                    total += float(_loss_of(model(x.to(device), y.to(device))))
+            means[split] = total / eval_steps
     return means
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if torch.is_tensor(value):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _capture_rng(generator: torch.Generator | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every random state a training run depends on: tensors (for safetensors) and plain values (JSON)."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{index}"] = state
-    if generator is not None:
-        tensors["rng.batcher"] = generator.get_state()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    plain = {
-        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
-        "python": _jsonable(random.getstate()),
-    }
-    return tensors, plain
-
-
-def _restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any], generator: torch.Generator | None) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
-    if generator is not None and "rng.batcher" in tensors:
-        generator.set_state(tensors["rng.batcher"])
-    kind, keys, position, has_gauss, cached = plain["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
-    version, internal, gauss = plain["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Optimizer state as named tensors plus a JSON index (no pickle)."""
-    state_dict = optimizer.state_dict()
-    tensors, index = {}, {}
-    for param_id, param_state in state_dict["state"].items():
-        entry = {}
-        for key, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{param_id}.{key}"] = value.detach().to("cpu").contiguous().clone()
-                entry[key] = {"tensor": f"optimizer.{param_id}.{key}"}
-            else:
-                entry[key] = {"value": _jsonable(value)}
-        index[str(param_id)] = entry
-    return tensors, {"state": index, "param_groups": _jsonable(state_dict["param_groups"])}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], index: dict[str, Any]) -> dict[str, Any]:
-    state = {}
-    for param_id, entry in index["state"].items():
-        state[int(param_id)] = {
-            key: tensors[spec["tensor"]] if "tensor" in spec else spec["value"] for key, spec in entry.items()
-        }
-    groups = []
-    for group in index["param_groups"]:
-        group = dict(group)
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-        groups.append(group)
-    return {"state": state, "param_groups": groups}
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    state: dict[str, Any] | None = None,
-    *,
-    generator: torch.Generator | None = None,
-    scaler: Any = None,
-    rng: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
-) -> Path:
-    """Write a checkpoint directory at ``path``, atomically, with no pickle.
-
-    ``path/model.safetensors`` holds the weights (shared tensors such as tied
-    embeddings stored once), ``path/optimizer.safetensors`` the optimizer's
-    tensors and the random-number-generator states, and ``path/state.json``
-    everything else: ``state`` (step, config, history, ...), the optimizer's
-    index and hyper-parameters, the scheduler and grad-scaler states, and the
-    NumPy and Python RNG states. ``rng`` is a snapshot from an earlier moment
-    (the training loop passes the state at the last step boundary); by default
-    the states are captured now.
-
-    The directory is written under a temporary name beside ``path`` and then
-    renamed, so a crash never leaves a half-written checkpoint at ``path``.
-    """
-    from safetensors.torch import save_file, save_model
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng_tensors, rng_plain = rng if rng is not None else _capture_rng(generator)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        save_model(model, str(temporary / "model.safetensors"))
-        tensors = {name: t.detach().cpu().contiguous() for name, t in rng_tensors.items()}
-        meta: dict[str, Any] = {"format": "llmbook-checkpoint-1", "rng": rng_plain}
-        if optimizer is not None:
-            optimizer_tensors, meta["optimizer"] = _flatten_optimizer(optimizer)
-            tensors.update(optimizer_tensors)
-        if scheduler is not None:
-            meta["scheduler"] = _jsonable(scheduler.state_dict())
-        if scaler is not None:
-            meta["scaler"] = _jsonable(scaler.state_dict())
-        meta["state"] = _jsonable(state or {})
-        save_file(tensors, str(temporary / "optimizer.safetensors"))
-        (temporary / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        # Swap the finished directory into place: the old one is moved aside first, then removed.
-        previous = None
-        if path.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, previous / "checkpoint")
-        os.replace(temporary, path)
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return path
-
-
-def load_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    *,
-    generator: torch.Generator | None = None,
-    scaler: Any = None,
-    restore_rng: bool = True,
-    strict: bool = True,
-) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` into the given objects; return its ``state``.
-
-    Only the objects passed are restored: ``load_checkpoint(path, model)``
-    loads the weights alone. ``restore_rng`` also restores the global torch,
-    NumPy and Python random states (and ``generator``'s), as resuming needs.
-    """
-    from safetensors.torch import load_file, load_model
-
-    path = Path(path)
-    if not (path / "state.json").is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a checkpoint directory (it needs model.safetensors and state.json); "
-            "pass the directory that save_checkpoint or train(checkpoint_dir=...) wrote"
-        )
-    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    device = next(model.parameters()).device
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=strict, device=str(device))
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    if optimizer is not None:
-        if "optimizer" not in meta:
-            raise ValueError(f"{path} holds no optimizer state (it was saved without an optimizer)")
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    if scheduler is not None and "scheduler" in meta:
-        scheduler.load_state_dict(meta["scheduler"])
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
-    if restore_rng:
-        _restore_rng(tensors, meta["rng"], generator)
-    return meta["state"]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -548,10 +359,12 @@ class TrainResult:
     ``history`` holds two kinds of lists. At evaluation points: ``step``,
     ``train_loss``, ``val_loss``, ``seconds`` (training time so far,
     evaluation excluded). At logging points: ``log_step``, ``loss`` (the
-    mini-batch loss), ``lr``, ``grad_norm`` (before clipping),
-    ``tokens_per_second`` and ``mfu`` (model-FLOPs utilisation, 0..1).
-    ``stopped`` is ``"completed"``, ``"interrupted"``, ``"time limit"`` or
-    ``"non-finite loss"``.
+    mini-batch loss), ``lr``, ``grad_norm`` (before clipping), and
+    ``tokens_per_second`` and ``mfu`` (model-FLOPs utilisation, 0..1), both
+    from all tokens so far over all training time so far. ``tokens_per_second``
+    and ``mfu`` of the result are those of the whole run (after a resume: of
+    all its parts). ``stopped`` is ``"completed"``, ``"interrupted"``,
+    ``"time limit"``, ``"non-finite loss"`` or ``"non-finite weights"``.
     """
 
     history: dict[str, list]
@@ -561,44 +374,17 @@ class TrainResult:
     stopped: str = "completed"
     message: str = ""
     checkpoint: str | None = None
+    training_seconds: float = 0.0
+    tokens: int = 0
+    tokens_per_second: float = math.nan
+    mfu: float = math.nan
 
     @property
     def final_val_loss(self) -> float:
         return self.history["val_loss"][-1] if self.history["val_loss"] else float("nan")
 
 
-def _empty_history() -> dict[str, list]:
-    keys = ["step", "train_loss", "val_loss", "seconds", "log_step", "loss", "lr", "grad_norm"]
-    return {key: [] for key in keys + ["tokens_per_second", "mfu"]}
-
-
-def _training_flops_per_token(model: nn.Module, block_size: int) -> float:
-    """FLOPs of one forward and backward pass per token, the numerator of MFU.
-
-    From ``model.flops_per_token(context, training=True)`` when the model has
-    it (Chapter 5's GPT and BERT); otherwise the 6N rule: 6 FLOPs per
-    parameter per token (2 forward, 4 backward).
-    """
-    if hasattr(model, "flops_per_token"):
-        import inspect
-
-        parameters = inspect.signature(model.flops_per_token).parameters
-        kwargs = {}
-        if "context" in parameters:
-            kwargs["context"] = block_size
-        if "training" in parameters:
-            kwargs["training"] = True
-        return float(model.flops_per_token(**kwargs))
-    return 6.0 * sum(p.numel() for p in model.parameters())
-
-
-def _model_block_size(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    for owner in (config, model):
-        value = getattr(owner, "block_size", None) if owner is not None else None
-        if isinstance(value, int):
-            return value
-    return None
+HISTORY_KEYS = tuple("step train_loss val_loss seconds log_step loss lr grad_norm tokens_per_second mfu".split())
 
 
 class _LivePlot:
@@ -631,7 +417,22 @@ class _LivePlot:
         self.plt.close(self.figure)  # the display keeps the final picture; no second copy at cell end
 
 
+def _model_block_size(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for owner in (config, model):
+        value = getattr(owner, "block_size", None) if owner is not None else None
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _check_compatible(model: nn.Module, batcher: Any, config: TrainConfig) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(
+            f"config must be a TrainConfig, got {type(config).__name__}; use TrainConfig(max_steps=..., batch_size=...)"
+        )
     if not hasattr(batcher, "get_batch"):
         raise TypeError(f"the batcher must have get_batch(split, batch_size, generator); got {type(batcher).__name__}")
     model_block = _model_block_size(model)
@@ -643,7 +444,145 @@ def _check_compatible(model: nn.Module, batcher: Any, config: TrainConfig) -> No
             "or build the model with a larger one"
         )
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("the model has no trainable parameters")
+        raise ValueError("the model has no trainable parameters; set requires_grad=True on what should learn")
+
+
+_NOT_HYPERPARAMETERS = ("progress", "live_plot", "checkpoint_dir", "checkpoint_interval")  # not printed on resume
+
+
+class _Loop:
+    """One call of :func:`train`: what it trains with and what a checkpoint of it holds, all as attributes."""
+
+    def __init__(self, model: nn.Module, batcher: Any, config: TrainConfig, device: torch.device):
+        self.model, self.batcher, self.config, self.device = model, batcher, config, device
+        self.optimizer = configure_optimizer(model, config, device)
+        fp16 = config.amp and runtime.amp_dtype(device) == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)  # loss scaling for fp16 only
+        self.generator = torch.Generator().manual_seed(config.seed)  # draws the training batches
+        self.forward = torch.compile(model) if config.compile else model
+        self.history = {key: [] for key in HISTORY_KEYS}
+        self.step, self.seconds, self.tokens, self.last_loss = 0, 0.0, 0, math.nan  # seconds: training time only
+        self.stopped, self.message, self.checkpoint, self.live, self.bar = "completed", "", None, None, None
+        self.rng = None  # the random states after the last finished step (what a Ctrl-C checkpoint stores)
+        flops = runtime.training_flops_per_token(model, getattr(batcher, "block_size", 1))
+        self.peak_tokens_per_second = runtime.peak_flops(device) / flops
+
+    def resume(self, path: Path) -> None:
+        """Restore from a checkpoint. The new config wins; the settings that changed are printed."""
+        saved = load_checkpoint(path, self.model, self.optimizer, generator=self.generator, scaler=self.scaler)
+        self.step, self.seconds = int(saved["step"]), float(saved.get("training_seconds", 0.0))
+        self.tokens = int(saved.get("tokens", 0))
+        self.history = {key: list(saved.get("history", {}).get(key, [])) for key in HISTORY_KEYS}
+        if saved.get("batcher") is not None and hasattr(self.batcher, "load_state_dict"):
+            self.batcher.load_state_dict(saved["batcher"])
+        old, new = saved.get("config", {}), jsonable(dataclasses.asdict(self.config))
+        changed = [
+            f"{k} {old[k]!r} -> {new[k]!r}"
+            for k in new
+            if k not in _NOT_HYPERPARAMETERS and old.get(k, new[k]) != new[k]
+        ]
+        if changed:
+            print(
+                f"resuming at step {self.step}; changed since the checkpoint (the new values apply): {', '.join(changed)}"
+            )
+
+    def state(self) -> dict[str, Any]:
+        batcher = self.batcher.state_dict() if hasattr(self.batcher, "state_dict") else None
+        run = dict(step=self.step, history=self.history, training_seconds=self.seconds, tokens=self.tokens)
+        return dict(run, config=dataclasses.asdict(self.config), batcher=batcher)
+
+    def stop(self, why: str, message: str) -> None:
+        self.stopped, self.message = why, message
+
+    def run_step(self) -> None:
+        """One optimizer step with its bookkeeping: time, tokens, log, evaluation, checkpoint."""
+        config, device = self.config, self.device
+        if config.max_seconds is not None and self.seconds >= config.max_seconds:
+            return self.stop("time limit", f"stopped at step {self.step} after {self.seconds:.1f} s of training")
+        start = time.perf_counter()
+        batches = [
+            self.batcher.get_batch("train", config.batch_size, self.generator) for _ in range(config.grad_accum_steps)
+        ]
+        batches = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in batches]
+        _apply_hyperparameters(self.optimizer, config, self.step)
+        result = train_step(
+            self.forward, self.optimizer, batches, scaler=self.scaler, grad_clip=config.grad_clip, amp=config.amp
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if not result.finite:
+            return self.stop("non-finite loss", self.nonfinite_message(result))
+        self.seconds += time.perf_counter() - start
+        self.step, self.tokens, self.last_loss = self.step + 1, self.tokens + result.tokens, result.loss
+        self.rng = capture_rng(self.generator)  # the random states after the last finished step
+        self.bar.update(1)
+        last = self.step == config.max_steps
+        if last or self.step % config.log_interval == 0:
+            self.log(result)
+        if last or self.step % config.eval_interval == 0:
+            self.evaluate()
+        if last or (config.checkpoint_interval and self.step % config.checkpoint_interval == 0):
+            self.save()
+
+    def record(self, **values: float) -> None:
+        for key, value in values.items():
+            self.history[key].append(value)
+
+    def log(self, result: StepResult) -> None:
+        rate = self.tokens / max(self.seconds, 1e-9)  # tokens per second: all tokens over all training time
+        mfu = rate / self.peak_tokens_per_second
+        self.record(log_step=self.step, loss=result.loss, lr=result.lr, grad_norm=result.grad_norm, mfu=mfu)
+        self.record(tokens_per_second=rate)
+
+    def evaluate(self) -> None:
+        config = self.config
+        batch_size = config.eval_batch_size or config.batch_size
+        losses = evaluate(
+            self.forward, self.batcher, config.eval_steps, batch_size, self.device, config.seed + 1, amp=config.amp
+        )
+        self.record(step=self.step, train_loss=losses["train"], val_loss=losses["val"], seconds=self.seconds)
+        self.bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
+        if self.live is not None:
+            self.live.update(self.history, f"step {self.step}: validation loss {losses['val']:.3f}")
+
+    def save(self, rng=None) -> None:
+        """Save in ``checkpoint_dir`` (with ``rng``, the random states to store); non-finite weights stop the run."""
+        if self.config.checkpoint_dir is not None:
+            objects = dict(optimizer=self.optimizer, generator=self.generator, scaler=self.scaler, rng=rng)
+            try:
+                path = save_step(self.config.checkpoint_dir, self.step, self.model, state=self.state(), **objects)
+                self.checkpoint = str(path)
+            except CheckpointError as error:
+                self.stop("non-finite weights", f"{error} (the last good one: {self.checkpoint})")
+
+    def nonfinite_message(self, result: StepResult) -> str:
+        what = (
+            f"loss became {result.loss}"
+            if not math.isfinite(result.loss)
+            else f"gradient norm became {result.grad_norm}"
+        )
+        kept = f" and the last checkpoint ({self.checkpoint}) was kept" if self.checkpoint else ""
+        return (
+            f"the training {what} at step {self.step + 1} (last good loss: {self.last_loss:.4f}). The weights are "
+            f"those after the last good step{kept}. Try a lower learning rate (lr), more warm-up steps, gradient "
+            "clipping, or check the data for bad token ids (or a batch whose targets are all -100)."
+        )
+
+    def interrupted(self, save: bool) -> None:
+        self.stopped = "interrupted"
+        if save:
+            self.save(rng=self.rng)
+        self.message = f"training interrupted at step {self.step} of {self.config.max_steps}; " + (
+            f"checkpoint saved to {self.checkpoint} (continue with train(..., resume={self.checkpoint!r}))"
+            if self.checkpoint
+            else "set checkpoint_dir to keep a checkpoint when you interrupt"
+        )
+
+    def result(self, elapsed: float) -> TrainResult:
+        best = min((v for v in self.history["val_loss"] if math.isfinite(v)), default=math.nan)
+        rate = self.tokens / self.seconds if self.seconds > 0 else math.nan
+        run = (self.history, best, elapsed, self.step, self.stopped, self.message, self.checkpoint, self.seconds)
+        return TrainResult(*run, self.tokens, rate, rate / self.peak_tokens_per_second)
 
 
 def train(
@@ -653,180 +592,48 @@ def train(
     device: torch.device | str | None = None,
     resume: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` on batches from ``batcher`` as ``config`` says; see the module docstring.
+    """Train ``model`` on batches from ``batcher`` as ``config`` says, one :func:`train_step` at a time.
 
-    ``resume`` is a checkpoint directory (or a ``checkpoint_dir`` holding
-    ``latest``): weights, optimizer, schedule, random states, batch position
-    and history are restored and training continues from the saved step up
-    to ``config.max_steps``. Ctrl-C (KeyboardInterrupt) stops training
-    gracefully: a checkpoint is saved when ``checkpoint_dir`` is set and the
-    partial result is returned.
+    ``resume`` is a checkpoint directory or a run's ``checkpoint_dir``:
+    weights, optimizer, random states, batch position and history are
+    restored and training continues from the saved step up to
+    ``config.max_steps``. The new ``config`` wins: the learning-rate
+    schedule, betas and weight decay come from it, and the settings that
+    differ from the saved run are printed. Ctrl-C stops training after the
+    current step: a checkpoint is saved when ``checkpoint_dir`` is set and
+    the partial result is returned.
     """
     _check_compatible(model, batcher, config)
     device = torch.device(device) if device is not None else runtime.get_device()
-    model.to(device)
-    model.train()
-
-    amp_dtype = runtime.amp_dtype(device) if config.amp else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    optimizer = configure_optimizer(model, config, device)
-    # LambdaLR multiplies each group's base lr (config.lr) by this factor.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, config) / config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    eval_batch_size = config.eval_batch_size or config.batch_size
-    checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-
-    history = _empty_history()
-    step = 0
-    training_seconds = 0.0
+    model.to(device).train()
+    loop = _Loop(model, batcher, config, device)
     if resume is not None:
-        resume = Path(resume)
-        if (resume / "latest" / "state.json").is_file():
-            resume = resume / "latest"
-        saved = load_checkpoint(resume, model, optimizer, scheduler, generator=generator, scaler=scaler)
-        step = int(saved["step"])
-        history = {key: list(saved["history"].get(key, [])) for key in _empty_history()}
-        training_seconds = float(saved.get("training_seconds", 0.0))
+        loop.resume(find_checkpoint(resume))
     else:
         torch.manual_seed(config.seed)  # dropout masks repeat from run to run
-
-    flops_per_token = _training_flops_per_token(model, getattr(batcher, "block_size", 1))
-    peak = runtime.peak_flops(device)
-    live = _LivePlot() if config.live_plot else None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, desc="training", leave=True)
-
-    def checkpoint_state(at_step: int) -> dict[str, Any]:
-        return {
-            "step": at_step,
-            "config": dataclasses.asdict(config),
-            "history": history,
-            "training_seconds": training_seconds,
-            "batcher": batcher.state_dict() if hasattr(batcher, "state_dict") else None,
-        }
-
-    def save(at_step: int, rng=None) -> str | None:
-        if checkpoint_dir is None:
-            return None
-        target = checkpoint_dir / "latest"
-        save_checkpoint(
-            target, model, optimizer, scheduler, checkpoint_state(at_step), generator=generator, scaler=scaler, rng=rng
-        )
-        return str(target)
-
-    def run_eval(at_step: int) -> None:
-        losses = evaluate(model, batcher, config.eval_steps, eval_batch_size, device, seed=config.seed + 1,
-                          amp=config.amp)
-        history["step"].append(at_step)
-        history["train_loss"].append(losses["train"])
-        history["val_loss"].append(losses["val"])
-        history["seconds"].append(training_seconds)
-        bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
-        if live is not None:
-            live.update(history, f"step {at_step}: validation loss {losses['val']:.3f}")
-
-    start = time.perf_counter()
-    stopped, message, last_checkpoint = "completed", "", None
-    last_good_loss = float("nan")
-    # The random states at the end of the last finished step: what a checkpoint taken on Ctrl-C must hold.
-    boundary_rng = _capture_rng(generator)
-    if step == 0:
-        run_eval(0)
+    loop.live = _LivePlot() if config.live_plot else None
+    loop.bar = tqdm(total=config.max_steps, initial=loop.step, disable=not config.progress, desc="training")
+    start, loop.rng = time.perf_counter(), capture_rng(loop.generator)  # after resuming and seeding
+    if loop.step == 0:
+        loop.evaluate()
     try:
-        while step < config.max_steps:
-            if config.max_seconds is not None and training_seconds >= config.max_seconds:
-                stopped = "time limit"
-                message = f"stopped at step {step} after {training_seconds:.1f} s of training (max_seconds)"
-                break
-            step_start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            tokens = 0
-            for _ in range(config.grad_accum_steps):
-                x, y = batcher.get_batch("train", config.batch_size, generator)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with runtime.autocast(device) if amp_dtype is not None else contextlib.nullcontext():
-                    loss = _loss_of(model(x, y)) / config.grad_accum_steps
-                scaler.scale(loss).backward()
-                loss_sum += float(loss.detach())
-                tokens += x.numel()
-            if not math.isfinite(loss_sum):
-                optimizer.zero_grad(set_to_none=True)
-                stopped = "non-finite loss"
-                message = (
-                    f"the training loss became {loss_sum} at step {step + 1} (last good loss: {last_good_loss:.4f}). "
-                    "The weights are those after the last good step"
-                    + (" and the last checkpoint was kept" if checkpoint_dir is not None else "")
-                    + ". Try a lower learning rate (lr), more warm-up steps, gradient clipping, "
-                    "or check the data for bad token ids."
-                )
-                break
-            scaler.unscale_(optimizer)
-            max_norm = config.grad_clip if config.grad_clip is not None else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-            if not math.isfinite(grad_norm) and not scaler.is_enabled():
-                optimizer.zero_grad(set_to_none=True)
-                stopped = "non-finite loss"
-                message = (
-                    f"the gradient norm became {grad_norm} at step {step + 1} (loss {loss_sum:.4f}, last good "
-                    f"loss {last_good_loss:.4f}); the weights were not updated. Try a lower learning rate (lr), "
-                    "gradient clipping, or check the data."
-                )
-                break
-            scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
-            scaler.update()
-            current_lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - step_start
-            training_seconds += seconds
-            step += 1
-            last_good_loss = loss_sum
-            boundary_rng = _capture_rng(generator)  # evaluation below uses its own generator and no dropout
-            bar.update(1)
-
-            if step % config.log_interval == 0 or step == config.max_steps:
-                tokens_per_second = tokens / max(seconds, 1e-9)
-                history["log_step"].append(step)
-                history["loss"].append(loss_sum)
-                history["lr"].append(current_lr)
-                history["grad_norm"].append(grad_norm)
-                history["tokens_per_second"].append(tokens_per_second)
-                history["mfu"].append(tokens_per_second * flops_per_token / peak)
-            if step % config.eval_interval == 0 or step == config.max_steps:
-                run_eval(step)
-            if config.checkpoint_interval is not None and (
-                step % config.checkpoint_interval == 0 or step == config.max_steps
-            ):
-                last_checkpoint = save(step)
+        with runtime.stop_after_step_on_ctrl_c() as ctrl_c:
+            while loop.step < config.max_steps and loop.stopped == "completed":
+                if ctrl_c.is_set():
+                    raise KeyboardInterrupt
+                loop.run_step()
     except KeyboardInterrupt:
-        stopped = "interrupted"
-        last_checkpoint = save(step, rng=boundary_rng) if step > 0 or resume else None
-        message = f"training interrupted at step {step} of {config.max_steps}" + (
-            f"; checkpoint saved to {last_checkpoint} (continue with train(..., resume={last_checkpoint!r}))"
-            if last_checkpoint
-            else "; set checkpoint_dir to keep a checkpoint when you interrupt"
-        )
+        loop.interrupted(save=loop.step > 0 or resume is not None)
     finally:
-        bar.close()
-        if live is not None:
-            live.close()
-
-    if stopped == "time limit":
-        if not history["step"] or history["step"][-1] != step:
-            run_eval(step)
-        last_checkpoint = save(step) or last_checkpoint
-    if message:
-        print(message)
-    valid = [v for v in history["val_loss"] if math.isfinite(v)]
-    return TrainResult(
-        history=history,
-        best_val_loss=min(valid) if valid else float("nan"),
-        elapsed_seconds=time.perf_counter() - start,
-        steps=step,
-        stopped=stopped,
-        message=message,
-        checkpoint=last_checkpoint,
-    )
+        loop.bar.close()
+        if loop.live is not None:
+            loop.live.close()
+    if loop.stopped == "time limit":
+        if not loop.history["step"] or loop.history["step"][-1] != loop.step:
+            loop.evaluate()
+        loop.save()
+    if loop.message:
+        print(loop.message)
+    return loop.result(time.perf_counter() - start)
