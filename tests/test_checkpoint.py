@@ -9,7 +9,7 @@ import torch
 from llmbook import checkpoint as C
 from llmbook import train as T
 from llmbook.models import BERT, GPT, BERTConfig, GPTConfig
-from llmbook.rnn import LSTMLanguageModel
+from llmbook.rnn import LSTMConfig, LSTMLanguageModel
 from llmbook.train import TokenBatcher, TrainConfig, train
 from test_train import TinyLM, quiet, repeating_data
 
@@ -163,7 +163,7 @@ def test_training_resumes_from_the_checkpoint_folder_and_cleans_up_interrupted_s
     [
         lambda: GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=8)),
         lambda: BERT(BERTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=8)),
-        lambda: LSTMLanguageModel(13, 6, 10, 1, block_size=8),
+        lambda: LSTMLanguageModel(LSTMConfig(13, n_embd=6, hidden_dim=10, num_layers=1, block_size=8)),
     ],
     ids=["GPT", "BERT", "LSTM"],
 )

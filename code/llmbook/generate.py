@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn as nn
 
-from . import validate
+from . import runtime, validate
 
 __all__ = ["generate", "beam_search", "filter_logits", "sequence_log_likelihood"]
 
@@ -123,24 +123,11 @@ def _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_ret
         )
 
 
-class _EvalMode:
-    """Eval mode and no gradients inside; the model's previous mode restored on exit."""
-
-    def __init__(self, model: nn.Module):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module (e.g. a GPT), got {type(model).__name__}")
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.no_grad = torch.no_grad()
-        self.no_grad.__enter__()
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        self.no_grad.__exit__(*exc)
-        return False
+def _eval_mode(model: nn.Module):
+    """:func:`llmbook.runtime.eval_mode` (no dropout, no gradients, mode restored) for a model checked first."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (e.g. a GPT), got {type(model).__name__}")
+    return runtime.eval_mode(model)
 
 
 def generate(
@@ -165,7 +152,7 @@ def generate(
     _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_return_sequences, greedy, generator)
     idx = _as_batch(idx, model)
     idx = idx.repeat_interleave(num_return_sequences, dim=0)  # (B*n, T): row b*n + i is sample i of prompt b
-    with _EvalMode(model):
+    with _eval_mode(model):
         for _ in range(max_new_tokens):
             logits = _next_token_logits(model, idx)  # (B*n, V)
             if greedy:
@@ -187,7 +174,7 @@ def sequence_log_likelihood(model: nn.Module, idx: torch.Tensor, prompt_length: 
             "it counts the prompt tokens at the start of idx"
         )
     total = torch.zeros(idx.shape[0])
-    with _EvalMode(model):
+    with _eval_mode(model):
         for t in range(prompt_length, idx.shape[1]):
             log_probs = torch.log_softmax(_next_token_logits(model, idx[:, :t]), dim=-1)  # (B, V)
             total += log_probs.gather(1, idx[:, t : t + 1]).squeeze(1).cpu()
@@ -231,7 +218,7 @@ def _beam_search_one(model, prompt, max_new_tokens, beam_width, length_penalty, 
     scores[0] = 0.0  # only one distinct beam at the start, so the first step does not pick W copies
     lengths = torch.zeros(beam_width, device=prompt.device)
     finished = torch.zeros(beam_width, dtype=torch.bool, device=prompt.device)
-    with _EvalMode(model):
+    with _eval_mode(model):
         for _ in range(max_new_tokens):
             log_probs = torch.log_softmax(_next_token_logits(model, beams), dim=-1)  # (W, V)
             V = log_probs.shape[-1]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from llmbook import runtime
+from llmbook.viz import LiveLossPlot
 from llmbook.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -45,7 +45,7 @@ from llmbook.checkpoint import (
     save_step,
 )
 from llmbook.data import MaskedLMBatcher, TokenBatcher  # their home is llmbook.data; kept importable from here
-from llmbook.validate import finite_float, nonnegative_int, positive_int
+from llmbook.optim import TrainConfig, apply_hyperparameters, configure_optimizer, cosine_lr, lr_at  # ditto
 
 __all__ = [
     "TokenBatcher",
@@ -64,174 +64,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100  # targets with this value do not count (cross_entropy's ignore_index)
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class TrainConfig:
-    """Everything :func:`train` needs to know besides the model and the data.
-
-    ``min_lr`` defaults to ``lr / 10``; ``lr_decay_steps`` (where the cosine
-    reaches ``min_lr``) defaults to ``max_steps``. ``max_seconds`` stops
-    training once that much training time (evaluation excluded) has passed,
-    for comparisons at equal wall time. ``grad_clip=None`` turns clipping off
-    (the gradient norm is still recorded). ``checkpoint_interval`` needs a
-    ``checkpoint_dir``; with only a ``checkpoint_dir`` a checkpoint is written
-    at the end, on Ctrl-C and at the time limit. ``compile=True`` runs the
-    training and evaluation forward passes through :func:`torch.compile`.
-    """
-
-    max_steps: int
-    batch_size: int
-    lr: float = 1e-3
-    min_lr: float | None = None
-    warmup_steps: int = 0
-    lr_decay_steps: int | None = None
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float | None = 1.0
-    grad_accum_steps: int = 1
-    eval_interval: int = 100
-    eval_steps: int = 20
-    eval_batch_size: int | None = None
-    log_interval: int = 10
-    amp: bool = True
-    compile: bool = False
-    seed: int = 0
-    checkpoint_dir: str | None = None
-    checkpoint_interval: int | None = None
-    max_seconds: float | None = None
-    progress: bool = True
-    live_plot: bool = False
-
-    def __post_init__(self):
-        problems = []
-
-        def check(name: str, test, optional: bool = False, **options) -> None:
-            value = getattr(self, name)
-            if not (optional and value is None):
-                try:
-                    setattr(self, name, test(value, name, **options))
-                except ValueError as error:
-                    problems.append(str(error))
-
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_steps", "log_interval"):
-            check(name, positive_int)
-        for name in ("warmup_steps", "seed"):
-            check(name, nonnegative_int)
-        for name in ("amp", "compile", "progress", "live_plot"):
-            check(name, _flag)
-        check("lr", finite_float, low=0, low_inclusive=False, hint="typical values: 1e-4 to 1e-2")
-        check("weight_decay", finite_float, low=0, hint="typical values: 0 to 0.1")
-        check("betas", _betas)
-        lr, warmup = self.lr if isinstance(self.lr, float) else None, self.warmup_steps
-        check("min_lr", finite_float, True, low=0, high=lr, hint="between 0 and lr, or None for lr / 10")
-        check(
-            "lr_decay_steps",
-            positive_int,
-            True,
-            minimum=max(1, warmup if isinstance(warmup, int) else 1),
-            hint="at least warmup_steps, or None for max_steps",
-        )
-        check("grad_clip", finite_float, True, low=0, low_inclusive=False, hint="or None for no clipping")
-        check("eval_batch_size", positive_int, True, hint="or None for batch_size")
-        check("checkpoint_interval", positive_int, True, hint="or None")
-        check("max_seconds", finite_float, True, low=0, low_inclusive=False, hint="or None for no time limit")
-        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-            problems.append(f"checkpoint_dir must be a folder path or None, got {self.checkpoint_dir!r}")
-        if self.checkpoint_interval is not None and self.checkpoint_dir is None:
-            problems.append(
-                f"checkpoint_interval={self.checkpoint_interval} but checkpoint_dir is None, so nothing "
-                "would be saved; set checkpoint_dir to a folder (or drop checkpoint_interval)"
-            )
-        if problems:
-            raise ValueError("bad TrainConfig: " + "; ".join(problems))
-
-    @property
-    def resolved_min_lr(self) -> float:
-        return self.lr / 10 if self.min_lr is None else self.min_lr
-
-    @property
-    def resolved_decay_steps(self) -> int:
-        return self.max_steps if self.lr_decay_steps is None else self.lr_decay_steps
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _betas(value: Any, name: str) -> tuple[float, float]:
-    try:
-        if isinstance(value, (str, bytes)) or len(value) != 2:
-            raise ValueError
-        return tuple(finite_float(b, name, low=0, high=1, high_inclusive=False) for b in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two finite numbers in [0, 1), got {value!r} (typical: (0.9, 0.95))") from None
-
-
-def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """Learning rate of optimizer step ``step`` (counting from 0): linear warm-up, then cosine decay.
-
-    During warm-up the rate climbs linearly, ``lr * (step + 1) / warmup_steps``,
-    reaching ``lr`` at the last warm-up step. From ``warmup_steps`` to
-    ``decay_steps`` it follows half a cosine from ``lr`` down to ``min_lr``,
-    and stays at ``min_lr`` after that.
-
-    >>> [round(cosine_lr(s, lr=1.0, min_lr=0.0, warmup_steps=2, decay_steps=6), 3) for s in range(8)]
-    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
-    """
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if step >= decay_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)  # 0 -> 1
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """The learning rate :func:`train` uses at optimizer step ``step`` under ``config``."""
-    return cosine_lr(
-        step,
-        lr=config.lr,
-        min_lr=config.resolved_min_lr,
-        warmup_steps=config.warmup_steps,
-        decay_steps=config.resolved_decay_steps,
-    )
-
-
-def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.device | str | None = None):
-    """AdamW with weight decay on matrices only, fused where this PyTorch supports it.
-
-    Parameters with two or more dimensions (the weights of linear layers and
-    the embedding tables) are decayed; vectors (biases, LayerNorm gains and
-    shifts) are not, because shrinking a bias or a LayerNorm gain towards zero
-    is not a useful prior. Embeddings are decayed on purpose: with weight
-    tying the token embedding is also the output layer's matrix. The fused
-    kernel (one kernel for all parameters; CUDA, and the CPU from PyTorch 2.4)
-    is used when PyTorch accepts it for the parameters' device, the default
-    implementation otherwise (``device`` is accepted for compatibility).
-    """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    try:
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # an older PyTorch, or a device without the fused kernel
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
-
-
-def _apply_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
-    """Put ``config``'s learning rate for ``step``, betas and weight decay into the optimizer's groups."""
-    for index, group in enumerate(optimizer.param_groups):
-        group["lr"] = lr_at(step, config)
-        group["betas"] = config.betas
-        group["weight_decay"] = config.weight_decay if index == 0 else 0.0
 
 
 # --------------------------------------------------------------------------- one step
@@ -387,36 +219,6 @@ class TrainResult:
 HISTORY_KEYS = tuple("step train_loss val_loss seconds log_step loss lr grad_norm tokens_per_second mfu".split())
 
 
-class _LivePlot:
-    """A loss figure redrawn in place in a notebook; the last drawing stays in the saved notebook."""
-
-    def __init__(self):
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        self.plt = plt
-        self.figure, self.axes = plt.subplots(figsize=(7, 3.5))
-        self.handle = display(self.figure, display_id=True)
-
-    def update(self, history: dict[str, list], title: str) -> None:
-        axes = self.axes
-        axes.clear()
-        if history["log_step"]:
-            axes.plot(history["log_step"], history["loss"], color="0.75", lw=1, label="mini-batch loss")
-        axes.plot(history["step"], history["train_loss"], "o-", ms=3, label="train (eval)")
-        axes.plot(history["step"], history["val_loss"], "o-", ms=3, label="validation")
-        axes.set_xlabel("optimizer step")
-        axes.set_ylabel("cross-entropy loss (nats/token)")
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="upper right")
-        self.figure.tight_layout()
-        self.handle.update(self.figure)
-
-    def close(self) -> None:
-        self.plt.close(self.figure)  # the display keeps the final picture; no second copy at cell end
-
-
 def _model_block_size(model: nn.Module) -> int | None:
     config = getattr(model, "config", None)
     for owner in (config, model):
@@ -504,7 +306,7 @@ class _Loop:
             self.batcher.get_batch("train", config.batch_size, self.generator) for _ in range(config.grad_accum_steps)
         ]
         batches = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in batches]
-        _apply_hyperparameters(self.optimizer, config, self.step)
+        apply_hyperparameters(self.optimizer, config, self.step)
         result = train_step(
             self.forward, self.optimizer, batches, scaler=self.scaler, grad_clip=config.grad_clip, amp=config.amp
         )
@@ -613,7 +415,7 @@ def train(
         torch.manual_seed(config.seed)  # dropout masks repeat from run to run
     from tqdm.auto import tqdm
 
-    loop.live = _LivePlot() if config.live_plot else None
+    loop.live = LiveLossPlot() if config.live_plot else None
     loop.bar = tqdm(total=config.max_steps, initial=loop.step, disable=not config.progress, desc="training")
     start, loop.rng = time.perf_counter(), capture_rng(loop.generator)  # after resuming and seeding
     if loop.step == 0:

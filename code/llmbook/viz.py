@@ -24,7 +24,7 @@ import torch
 
 from . import validate
 
-__all__ = ["AttentionView", "attention_view", "bertviz_view"]
+__all__ = ["AttentionView", "attention_view", "bertviz_view", "LiveLossPlot"]
 
 DEFAULT_MAX_TOKENS = 64
 HEAD_COLOURS = [
@@ -387,3 +387,36 @@ def bertviz_view(attentions, tokens: Sequence[str], view: str = "head"):
     per_layer = [torch.from_numpy(layer).unsqueeze(0) for layer in weights]  # bertviz wants (1, H, T, T) per layer
     show = head_view if view == "head" else model_view
     return show(per_layer, tokens, html_action="return")
+
+
+class LiveLossPlot:
+    """The loss curves of a run, redrawn in place in a notebook as it trains (``TrainConfig(live_plot=True)``).
+
+    The last drawing stays in the saved notebook.
+    """
+
+    def __init__(self):
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        self.plt = plt
+        self.figure, self.axes = plt.subplots(figsize=(7, 3.5))
+        self.handle = display(self.figure, display_id=True)
+
+    def update(self, history: dict[str, list], title: str) -> None:
+        axes = self.axes
+        axes.clear()
+        if history["log_step"]:
+            axes.plot(history["log_step"], history["loss"], color="0.75", lw=1, label="mini-batch loss")
+        axes.plot(history["step"], history["train_loss"], "o-", ms=3, label="train (eval)")
+        axes.plot(history["step"], history["val_loss"], "o-", ms=3, label="validation")
+        axes.set_xlabel("optimizer step")
+        axes.set_ylabel("cross-entropy loss (nats/token)")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper right")
+        self.figure.tight_layout()
+        self.handle.update(self.figure)
+
+    def close(self) -> None:
+        self.plt.close(self.figure)  # the display keeps the final picture; no second copy at cell end
