@@ -30,7 +30,8 @@ book: $(STAMP)
 	LLMBOOK_STRICT_CHECKS=1 LLMBOOK_BUDGET=$${LLMBOOK_BUDGET:-cpu} $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is built. Open it in a browser: file://$(CURDIR)/_build/html/index.html"
 
-# Three steps: unit tests; every chapter notebook executed at the smoke budget (nbval); the book built
+# Four steps: ruff (lint, and the formatting of code and book cells); unit tests and the docstring
+# examples of the library (doctest); every chapter notebook executed at the smoke budget (nbval); the book built
 # with warnings as errors and opened in Chromium (tests/test_book.py). Exit code 5 ("no tests
 # collected", e.g. before the first notebook exists) is not a failure.
 # Every step runs even when an earlier one fails; each prints its time, and the summary names the failed ones.
@@ -43,7 +44,8 @@ test: $(STAMP)
 		if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then failed="$$failed [$$name]"; fi; \
 	}; \
 	export LLMBOOK_STRICT_CHECKS=1 LLMBOOK_BUDGET=smoke; \
-	step "1 unit tests" $(PY) -m pytest tests -n 2 -m "not book"; \
+	step "0 lint and format" bash -c '$(PY) -m ruff check . && $(PY) -m ruff format --check .'; \
+	step "1 unit tests and docstring examples" $(PY) -m pytest tests code/llmbook --doctest-modules -n 2 -m "not book"; \
 	step "2 notebooks" $(PY) -m pytest --nbval-lax book -n 2 --dist loadfile -p no:cacheprovider; \
 	step "3a browser prerequisites" $(MAKE) --no-print-directory browser-prerequisites; \
 	step "3 book build and browser" $(PY) -m pytest tests -m book; \
