@@ -236,3 +236,22 @@ def test_seed_everything_makes_runs_repeat():
     assert draw() == first
     runtime.seed_everything(124)
     assert draw() != first
+
+
+BASE_MODULES = ("runtime", "data", "checkpoint", "validate")
+CHAPTER_MODULES = ("ngram", "tokenizers", "glove", "attention", "models", "train", "optim", "generate", "rnn", "viz")
+
+
+@pytest.mark.parametrize("base", BASE_MODULES)
+def test_base_modules_import_no_chapter_module(base):
+    """runtime, data, checkpoint and validate sit below the chapters: importing one loads no chapter's code."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, llmbook.{base}; "
+        f"print(','.join(sorted(m for m in sys.modules if m.startswith('llmbook.'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    chapters = [name for name in loaded.split(",") if name.split(".")[1] in CHAPTER_MODULES or "exercises" in name]
+    assert not chapters, f"importing llmbook.{base} also imports {chapters}"
