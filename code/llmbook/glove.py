@@ -44,6 +44,8 @@ __all__ = [
     "glove_weight",
     "GloVe",
     "train_glove",
+    "glove_epoch",
+    "glove_step",
     "normalize_rows",
     "nearest",
     "analogy",
@@ -73,7 +75,9 @@ class Vocab:
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
         if len(self.words) != len(self.counts):
-            raise ValueError(f"Vocab has {len(self.words)} words but {len(self.counts)} counts; pass one count per word")
+            raise ValueError(
+                f"Vocab has {len(self.words)} words but {len(self.counts)} counts; pass one count per word"
+            )
         self.index = {word: i for i, word in enumerate(self.words)}
         if len(self.index) != len(self.words):
             raise ValueError("Vocab words must be unique; remove the duplicates")
@@ -112,7 +116,9 @@ def _flatten(sentences_or_words) -> Iterable[str]:
             yield from item
 
 
-def build_vocab(words: Iterable[str] | Iterable[Sequence[str]], min_count: int = 5, max_size: int | None = None) -> Vocab:
+def build_vocab(
+    words: Iterable[str] | Iterable[Sequence[str]], min_count: int = 5, max_size: int | None = None
+) -> Vocab:
     """The vocabulary of ``words`` (a list of words, or of sentences): words seen at least ``min_count`` times.
 
     Most frequent first, ties in alphabetical order, so the result does not
@@ -162,7 +168,9 @@ def _to_id_stream(sentences_or_ids, vocab: Vocab) -> tuple[np.ndarray, np.ndarra
             ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
             sentence = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
     if len(ids) and (ids.max() >= len(vocab) or ids.min() < -1):
-        raise ValueError(f"word ids must lie in [0, {len(vocab)}) (or be -1 for unknown words); got {ids.min()}..{ids.max()}")
+        raise ValueError(
+            f"word ids must lie in [0, {len(vocab)}) (or be -1 for unknown words); got {ids.min()}..{ids.max()}"
+        )
     known = ids >= 0  # Stanford's cooccur skips unknown words entirely: they do not count toward distance
     return ids[known], sentence[known]
 
@@ -340,19 +348,9 @@ def train_glove(
     ``result.final_val_loss`` is NaN. ``callback(epoch, model, history)``, if
     given, runs after every epoch (e.g. to evaluate); its time is not counted.
     """
-    epochs = positive_int(epochs, "epochs")
-    batch_size = positive_int(batch_size, "batch_size")
-    n_embd = positive_int(n_embd, "n_embd")
-    lr = finite_float(lr, "lr", low=0, low_inclusive=False, hint="AdaGrad: about 0.05-0.4, Adam: about 0.02")
-    x_max = finite_float(x_max, "x_max", low=0, low_inclusive=False, hint="10 for small corpora, 100 in the paper")
-    alpha = finite_float(alpha, "alpha", low=0, hint="the paper uses 0.75")
-    if max_seconds is not None:
-        max_seconds = finite_float(max_seconds, "max_seconds", low=0, low_inclusive=False, hint="or None for no limit")
-    if cpu_threads is not None:
-        cpu_threads = positive_int(cpu_threads, "cpu_threads", hint="or None to keep torch's thread count")
-    seed = nonnegative_int(seed, "seed")
-    one_of(optimizer, "optimizer", ("adagrad", "adam"))
-    one_of(lr_schedule, "lr_schedule", ("constant", "linear"))
+    epochs, batch_size, n_embd, lr, x_max, alpha, max_seconds, cpu_threads, seed = _checked_settings(
+        epochs, batch_size, n_embd, lr, x_max, alpha, max_seconds, cpu_threads, seed, optimizer, lr_schedule
+    )
     rows, cols, counts, size = _as_triples(X)
     if len(counts) == 0:
         raise ValueError("the co-occurrence matrix has no nonzero entries: nothing to train on")
@@ -361,69 +359,42 @@ def train_glove(
     device = torch.device(device) if device is not None else runtime.get_device()
     generator = torch.Generator().manual_seed(seed)
     model = GloVe(size, n_embd, generator=generator).to(device)
-
-    i_all = torch.as_tensor(rows, dtype=torch.int64, device=device)
-    j_all = torch.as_tensor(cols, dtype=torch.int64, device=device)
-    x_all = torch.as_tensor(counts, dtype=torch.float32, device=device)
-    log_x_all = torch.log(x_all)
-    f_all = glove_weight(x_all, x_max, alpha)  # computed once: the weights never change
-
-    if optimizer == "adagrad":
-        # Stanford's code starts the squared-gradient sums at 1; that damps the first steps.
-        opt = torch.optim.Adagrad(model.parameters(), lr=lr, initial_accumulator_value=1.0)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    x = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    pairs = (  # i, j, log X_ij and f(X_ij) of every nonzero, on the device; the weights never change
+        torch.as_tensor(rows, dtype=torch.int64, device=device),
+        torch.as_tensor(cols, dtype=torch.int64, device=device),
+        torch.log(x),
+        glove_weight(x, x_max, alpha),
+    )
     steps_per_epoch = math.ceil(len(counts) / batch_size)
-    scheduler = None
-    if lr_schedule == "linear":
-        total_steps = epochs * steps_per_epoch
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total_steps))
-
+    opt, scheduler = _glove_optimizer(model, optimizer, lr, lr_schedule, epochs * steps_per_epoch)
     # On a GPU the shuffles are drawn there; elsewhere on the CPU (then moved), which also works for MPS.
     shuffle = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else generator
-    history: dict[str, list] = {key: [] for key in ("log_step", "loss", "lr", "seconds", "tokens_per_second",
-                                                     "epoch", "val_loss")}  # fmt: skip
+    keys = ("log_step", "loss", "lr", "seconds", "tokens_per_second", "epoch", "val_loss")
+    history: dict[str, list] = {key: [] for key in keys}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="GloVe", leave=True)
     threads = torch.get_num_threads()
     if cpu_threads is not None and device.type == "cpu":
         torch.set_num_threads(cpu_threads)
-    began = time.perf_counter()
-    seconds = 0.0  # training time, callbacks excluded
-    step = 0
-    stopped = "completed"
+    began, seconds, step, stopped = time.perf_counter(), 0.0, 0, "completed"  # seconds: callbacks excluded
     try:
         for epoch in range(1, epochs + 1):
             epoch_start = time.perf_counter()
+            deadline = None if max_seconds is None else epoch_start + max_seconds - seconds
             order = torch.randperm(len(counts), generator=shuffle, device=shuffle.device).to(device)
-            epoch_loss = torch.zeros((), device=device)
-            pairs_done = 0
-            for begin in range(0, len(order), batch_size):
-                batch = order[begin : begin + batch_size]
-                i, j = i_all[batch], j_all[batch]
-                difference = model(i, j) - log_x_all[batch]  # (B,)
-                loss = (f_all[batch] * difference.square()).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                current_lr = opt.param_groups[0]["lr"]
-                opt.step()
-                if scheduler is not None:
-                    scheduler.step()
-                epoch_loss += loss.detach()
-                pairs_done += len(batch)
-                step += 1
-                bar.update(1)
-                if max_seconds is not None and seconds + time.perf_counter() - epoch_start >= max_seconds:
-                    if epoch < epochs or pairs_done < len(counts):
-                        stopped = "time limit"
-                        break
-            mean_loss = epoch_loss.item() / pairs_done  # .item() waits for a GPU to finish the epoch
+            loss_sum, pairs_done, steps, last_lr = glove_epoch(
+                model, opt, pairs, order, batch_size, scheduler, deadline, bar
+            )
+            mean_loss = loss_sum.item() / pairs_done  # .item() waits for a GPU to finish the epoch
             epoch_seconds = time.perf_counter() - epoch_start
-            seconds += epoch_seconds
+            seconds, step = seconds + epoch_seconds, step + steps
+            if max_seconds is not None and seconds >= max_seconds and (epoch < epochs or pairs_done < len(counts)):
+                stopped = "time limit"
             history["log_step"].append(step)
             history["loss"].append(mean_loss)
-            history["lr"].append(current_lr)
+            history["lr"].append(last_lr)
             history["seconds"].append(seconds)
             history["tokens_per_second"].append(pairs_done / max(epoch_seconds, 1e-9))
             history["epoch"].append(epoch - 1 + pairs_done / len(counts))  # fractional when stopped mid-epoch
@@ -437,7 +408,9 @@ def train_glove(
         torch.set_num_threads(threads)
     message = ""
     if stopped == "time limit":
-        message = f"stopped after {history['epoch'][-1]:.2f} of {epochs} epochs: {seconds:.1f} s of training (max_seconds)"
+        message = (
+            f"stopped after {history['epoch'][-1]:.2f} of {epochs} epochs: {seconds:.1f} s of training (max_seconds)"
+        )
     return model, TrainResult(
         history=history,
         best_val_loss=float("nan"),
@@ -446,6 +419,79 @@ def train_glove(
         stopped=stopped,
         message=message,
     )
+
+
+def glove_step(model: GloVe, optimizer: torch.optim.Optimizer, i, j, log_x, weight) -> torch.Tensor:
+    """One update of GloVe on a mini-batch of nonzero pairs (i, j); returns the batch's J (a detached scalar).
+
+    ``log_x`` holds log X_ij and ``weight`` holds f(X_ij) for the same pairs.
+    """
+    difference = model(i, j) - log_x  # (B,): w_i . w~_j + b_i + b~_j - log X_ij
+    loss = (weight * difference.square()).sum()  # J restricted to this batch
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def glove_epoch(model, optimizer, pairs, order, batch_size, scheduler=None, deadline=None, bar=None):
+    """One pass over the nonzero X_ij in the shuffled ``order``, ``batch_size`` pairs per update.
+
+    ``pairs`` = (i, j, log X_ij, f(X_ij)), each a tensor over all nonzeros. The
+    pass stops early once ``time.perf_counter()`` reaches ``deadline``. Returns
+    (sum of J over the visited pairs, pairs visited, updates, learning rate of
+    the last update).
+    """
+    i_all, j_all, log_x_all, f_all = pairs
+    loss_sum = torch.zeros((), device=log_x_all.device)
+    pairs_done = steps = 0
+    for begin in range(0, len(order), batch_size):
+        batch = order[begin : begin + batch_size]  # (B,) indices into the nonzeros
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum += glove_step(model, optimizer, i_all[batch], j_all[batch], log_x_all[batch], f_all[batch])
+        if scheduler is not None:
+            scheduler.step()
+        pairs_done, steps = pairs_done + len(batch), steps + 1
+        if bar is not None:
+            bar.update(1)
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+    return loss_sum, pairs_done, steps, lr
+
+
+def _checked_settings(
+    epochs, batch_size, n_embd, lr, x_max, alpha, max_seconds, cpu_threads, seed, optimizer, lr_schedule
+):
+    """train_glove's numeric settings, each checked (llmbook.validate), in the order given."""
+    one_of(optimizer, "optimizer", ("adagrad", "adam"))
+    one_of(lr_schedule, "lr_schedule", ("constant", "linear"))
+    return (
+        positive_int(epochs, "epochs"),
+        positive_int(batch_size, "batch_size"),
+        positive_int(n_embd, "n_embd"),
+        finite_float(lr, "lr", low=0, low_inclusive=False, hint="AdaGrad: about 0.05-0.4, Adam: about 0.02"),
+        finite_float(x_max, "x_max", low=0, low_inclusive=False, hint="10 for small corpora, 100 in the paper"),
+        finite_float(alpha, "alpha", low=0, hint="the paper uses 0.75"),
+        None
+        if max_seconds is None
+        else finite_float(max_seconds, "max_seconds", low=0, low_inclusive=False, hint="or None for no limit"),
+        None
+        if cpu_threads is None
+        else positive_int(cpu_threads, "cpu_threads", hint="or None to keep torch's thread count"),
+        nonnegative_int(seed, "seed"),
+    )
+
+
+def _glove_optimizer(model: GloVe, optimizer: str, lr: float, lr_schedule: str, total_steps: int):
+    """AdaGrad as Stanford's code (squared-gradient sums start at 1, which damps the first steps) or Adam."""
+    if optimizer == "adagrad":
+        opt = torch.optim.Adagrad(model.parameters(), lr=lr, initial_accumulator_value=1.0)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = None
+    if lr_schedule == "linear":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total_steps))
+    return opt, scheduler
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -651,9 +697,16 @@ def train_word2vec(
     min_count = int(vocab.counts.min())
     start = time.perf_counter()
     model = Word2Vec(
-        sentences, vector_size=n_embd, window=window, min_count=min_count, sg=sg, negative=negative,
-        workers=workers, epochs=epochs, seed=seed,
-    )  # fmt: skip
+        sentences,
+        vector_size=n_embd,
+        window=window,
+        min_count=min_count,
+        sg=sg,
+        negative=negative,
+        workers=workers,
+        epochs=epochs,
+        seed=seed,
+    )
     seconds = time.perf_counter() - start
     return align_keyed_vectors(model.wv, vocab), seconds
 
