@@ -223,24 +223,7 @@ class MultiHeadAttention(nn.Module):
         """
         key = query if key is None else key
         value = key if value is None else value
-        for name, x in (("query", query), ("key", key), ("value", value)):
-            _check_float_tensor(x, name)
-            if x.dim() != 3 or x.shape[-1] != self.embed_dim:
-                layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
-                raise ValueError(
-                    f"{name} must have shape {layout} with E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}"
-                )
-        if not self.batch_first:
-            query, key, value = (x.transpose(0, 1) for x in (query, key, value))  # (T, B, E) -> (B, T, E)
-        if not query.shape[0] == key.shape[0] == value.shape[0]:
-            raise ValueError(
-                f"query, key and value must have the same batch size, got {query.shape[0]}, {key.shape[0]} "
-                f"and {value.shape[0]}"
-            )
-        if key.shape[1] != value.shape[1]:
-            raise ValueError(f"key and value must have the same length T_k, got {key.shape[1]} and {value.shape[1]}")
-        if mask is not None and (not torch.is_tensor(mask) or mask.dtype != torch.bool):
-            _check_mask(mask, torch.Size())  # raises the error that names the dtype and the fix
+        query, key, value = self._checked_inputs(query, key, value, mask)  # each (B, T, E)
         q, k, v = self.project(query, key, value)  # each (B, T, E)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, head_dim)
         if rope:
@@ -267,6 +250,28 @@ class MultiHeadAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)  # (T_q, B, E)
         return out, weights
+
+    def _checked_inputs(self, query, key, value, mask):
+        """query, key and value as (B, T, E) after checking their shapes and the mask's dtype."""
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            _check_float_tensor(x, name)
+            if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+                layout = "(B, T, E)" if self.batch_first else "(T, B, E)"
+                raise ValueError(
+                    f"{name} must have shape {layout} with E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}"
+                )
+        if not self.batch_first:
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))  # (T, B, E) -> (B, T, E)
+        if not query.shape[0] == key.shape[0] == value.shape[0]:
+            raise ValueError(
+                f"query, key and value must have the same batch size, got {query.shape[0]}, {key.shape[0]} "
+                f"and {value.shape[0]}"
+            )
+        if key.shape[1] != value.shape[1]:
+            raise ValueError(f"key and value must have the same length T_k, got {key.shape[1]} and {value.shape[1]}")
+        if mask is not None and (not torch.is_tensor(mask) or mask.dtype != torch.bool):
+            _check_mask(mask, torch.Size())  # raises the error that names the dtype and the fix
+        return query, key, value
 
     @torch.no_grad()
     def load_from_torch(self, module: nn.MultiheadAttention) -> "MultiHeadAttention":

@@ -400,6 +400,33 @@ def merge(ids, pair, new_id) -> list[int]:
     return out
 
 
+def _number_of_merges(text: str, vocab_size: int, special_tokens: list[str]) -> int:
+    """How many merges BPETokenizer.train learns for ``vocab_size``; clear errors for impossible requests."""
+    _check_text(text, "BPETokenizer.train")
+    if not text:
+        raise ValueError("cannot train a BPE tokenizer on empty text")
+    validate.positive_int(vocab_size, "vocab_size", hint="256 byte tokens + merges + special tokens")
+    num_merges = vocab_size - 256 - len(special_tokens)
+    if num_merges < 0:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} "
+            f"special tokens alone need {256 + len(special_tokens)}"
+        )
+    return num_merges
+
+
+def _chunk_counts(text: str, special_tokens: list[str], pattern) -> Counter:
+    """How often each chunk of ``text`` occurs: cut at special tokens (never merged across), then by ``pattern``."""
+    pieces = [text]
+    if special_tokens:
+        splitter = re.compile("|".join(re.escape(t) for t in sorted(special_tokens, key=len, reverse=True)))
+        pieces = splitter.split(text)
+    counts = Counter()
+    for piece in pieces:
+        counts.update(pattern.split(piece))
+    return counts
+
+
 class BPETokenizer:
     """Byte-level byte-pair encoding (as in GPT-2): any Unicode text, no unknown tokens.
 
@@ -451,24 +478,8 @@ class BPETokenizer:
         that contain it, so a merge costs time proportional to where it occurs, not to the text.
         """
         special_tokens = _check_special_tokens(special_tokens)
-        _check_text(text, "BPETokenizer.train")
-        if not text:
-            raise ValueError("cannot train a BPE tokenizer on empty text")
-        validate.positive_int(vocab_size, "vocab_size", hint="256 byte tokens + merges + special tokens")
-        num_merges = vocab_size - 256 - len(special_tokens)
-        if num_merges < 0:
-            raise ValueError(
-                f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} "
-                f"special tokens alone need {256 + len(special_tokens)}"
-            )
-        splitter_pattern = _Pattern(pattern)
-        pieces = [text]
-        if special_tokens:  # never learn merges across (or inside) special tokens
-            splitter = re.compile("|".join(re.escape(t) for t in sorted(special_tokens, key=len, reverse=True)))
-            pieces = splitter.split(text)
-        chunk_counts = Counter()
-        for piece in pieces:
-            chunk_counts.update(splitter_pattern.split(piece))
+        num_merges = _number_of_merges(text, vocab_size, special_tokens)
+        chunk_counts = _chunk_counts(text, special_tokens, _Pattern(pattern))
         words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # unique chunks as byte ids
         frequencies = list(chunk_counts.values())
 
