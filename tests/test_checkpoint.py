@@ -5,13 +5,13 @@ import os
 
 import pytest
 import torch
+from test_train import TinyLM, quiet, repeating_data
 
 from llmbook import checkpoint as C
 from llmbook import train as T
 from llmbook.models import BERT, GPT, BERTConfig, GPTConfig
 from llmbook.rnn import LSTMConfig, LSTMLanguageModel
 from llmbook.train import TokenBatcher, TrainConfig, train
-from test_train import TinyLM, quiet, repeating_data
 
 
 def trained(tmp_path, steps=3):

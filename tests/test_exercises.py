@@ -479,6 +479,7 @@ def test_chapter_checks_and_library_modules_never_import_the_instructor_tools():
 
 def test_the_instructor_extra_declares_every_package_the_instructor_tools_import():
     import ast
+
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -274,7 +274,7 @@ class MultiHeadAttention(nn.Module):
         return query, key, value
 
     @torch.no_grad()
-    def load_from_torch(self, module: nn.MultiheadAttention) -> "MultiHeadAttention":
+    def load_from_torch(self, module: nn.MultiheadAttention) -> MultiHeadAttention:
         """Copy the weights of a :class:`torch.nn.MultiheadAttention` of the same size (for checks)."""
         if not isinstance(module, nn.MultiheadAttention):
             raise TypeError(f"load_from_torch copies from a torch.nn.MultiheadAttention, got {type(module).__name__}")

@@ -11,8 +11,6 @@ gradients are kept.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 

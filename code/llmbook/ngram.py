@@ -109,13 +109,13 @@ class NGramLM:
         self._fitted = False
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, tokens: Sequence[Any]) -> "NGramLM":
+    def fit(self, tokens: Sequence[Any]) -> NGramLM:
         """Count the n-grams of one token sequence (a string counts character by character)."""
         if not isinstance(tokens, (Sequence, np.ndarray)):
             raise TypeError(f"fit takes a string or a list of tokens, got {type(tokens).__name__} {tokens!r:.40}")
         return self.fit_many([tokens])
 
-    def fit_many(self, sequences: Sequence[Sequence[Any]]) -> "NGramLM":
+    def fit_many(self, sequences: Sequence[Sequence[Any]]) -> NGramLM:
         """Count the n-grams of several sequences (sentences, poems), each padded on its own."""
         if isinstance(sequences, str):
             raise ValueError("fit_many takes a list of sequences; for one string use fit(text)")
@@ -171,7 +171,7 @@ class NGramLM:
         return self
 
     def derive(self, n: int | None = None, smoothing: str | None = None, k: float | None = None,
-               discount: float | None = None) -> "NGramLM":
+               discount: float | None = None) -> NGramLM:
         """A model of order <= n with other smoothing settings, from the same counts (no recounting).
 
         The counts of an n-gram model contain those of every lower order, so one fit of the

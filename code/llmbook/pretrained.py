@@ -41,9 +41,10 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -278,7 +279,7 @@ def _code_and_data_hash(name: str, budget: str) -> str:
         digest.update(module.encode("utf-8"))
         digest.update(Path(importlib.util.find_spec(module).origin).read_bytes())
     for dataset in recipe.data:
-        digest.update(f"{dataset}:{data.REGISTRY[dataset].sha256}".encode("utf-8"))
+        digest.update(f"{dataset}:{data.REGISTRY[dataset].sha256}".encode())
     digest.update(json.dumps(runtime.pick(SIZES[name], budget), sort_keys=True).encode("utf-8"))
     return digest.hexdigest()
 

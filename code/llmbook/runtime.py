@@ -14,7 +14,8 @@ import contextlib
 import os
 import random
 import time
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 import torch

@@ -93,7 +93,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         """The vocabulary of ``text``: its distinct characters in sorted order."""
         _check_text(text, "CharTokenizer.train")
         if not text:
@@ -122,7 +122,7 @@ class CharTokenizer:
         Path(path).write_text(json.dumps({"type": "char", "chars": self.chars}, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "CharTokenizer":
+    def load(cls, path: str | Path) -> CharTokenizer:
         state = _read_state(path, "char", ["chars"])
         try:
             return cls(state["chars"])
@@ -206,7 +206,7 @@ class WordTokenizer:
         return words
 
     @classmethod
-    def train(cls, text: str, vocab_size: int | None = None, min_count: int = 1, **options) -> "WordTokenizer":
+    def train(cls, text: str, vocab_size: int | None = None, min_count: int = 1, **options) -> WordTokenizer:
         """A vocabulary of the most frequent words of ``text`` (``<unk>`` takes id 0 and every other word)."""
         tokenizer = cls(**options)
         if vocab_size is not None:
@@ -250,7 +250,7 @@ class WordTokenizer:
         Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "WordTokenizer":
+    def load(cls, path: str | Path) -> WordTokenizer:
         state = _read_state(path, "word", ["words", "lowercase", "normalization"])
         words = state["words"]
         try:
@@ -469,7 +469,7 @@ class BPETokenizer:
     # ---------------------------------------------------------------- training
     @classmethod
     def train(cls, text: str, vocab_size: int, special_tokens=("<|endoftext|>",),
-              pattern: str = GPT2_STYLE_PATTERN, verbose: bool = False) -> "BPETokenizer":
+              pattern: str = GPT2_STYLE_PATTERN, verbose: bool = False) -> BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
 
         The text is cut into chunks by ``pattern`` (and at special tokens); identical chunks
@@ -611,7 +611,7 @@ class BPETokenizer:
         Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "BPETokenizer":
+    def load(cls, path: str | Path) -> BPETokenizer:
         state = _read_state(path, "bpe", ["pattern", "merges", "special_tokens"])
         merges = state["merges"]
         if not isinstance(merges, list) or not all(

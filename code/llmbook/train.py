@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from llmbook import runtime
-from llmbook.viz import LiveLossPlot
 from llmbook.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -46,6 +45,7 @@ from llmbook.checkpoint import (
 )
 from llmbook.data import MaskedLMBatcher, TokenBatcher  # their home is llmbook.data; kept importable from here
 from llmbook.optim import TrainConfig, apply_hyperparameters, configure_optimizer, cosine_lr, lr_at  # ditto
+from llmbook.viz import LiveLossPlot
 
 __all__ = [
     "TokenBatcher",

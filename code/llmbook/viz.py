@@ -17,7 +17,7 @@ import base64
 import html
 import json
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

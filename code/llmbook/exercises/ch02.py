@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..tokenizers import merge as _reference_merge  # the library's own BPE merge is the reference
-from .core import expect, exercise
+from .core import exercise, expect
 
 
 def _merge_first_only(ids, pair, new_id):
@@ -133,6 +133,6 @@ def check_mask_tokens(mask_tokens):
 def check_bytes_of_nihao(bytes_of_nihao):
     expect(isinstance(bytes_of_nihao, int), f"your answer is {bytes_of_nihao!r}; write a whole number")
     expect(
-        bytes_of_nihao == len("你好".encode("utf-8")),
+        bytes_of_nihao == len("你好".encode()),
         f"your answer {bytes_of_nihao} is not right: how many bytes does UTF-8 use for one CJK character?",
     )

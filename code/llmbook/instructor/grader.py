@@ -46,7 +46,15 @@ from typing import Any
 from llmbook.exercises import core
 
 from . import sandbox
-from .notebooks import NotebookError, _source, check_cell_sources, check_ids, exercise_id_for_label, exercise_labels, read_notebook
+from .notebooks import (
+    NotebookError,
+    _source,
+    check_cell_sources,
+    check_ids,
+    exercise_id_for_label,
+    exercise_labels,
+    read_notebook,
+)
 
 __all__ = ["COLUMNS", "Row", "Submission", "find_submissions", "grade", "write_csv"]
 
