@@ -48,7 +48,7 @@ def compare(text: str, vocab_size: int, repeats: int) -> dict:
         ours, ours_train = timed(BPETokenizer.train, text, vocab_size)
         peer, peer_train = timed(train_peer, text, vocab_size)
         ours_ids, ours_encode = timed(ours.encode, text)  # a fresh tokenizer: the chunk cache starts empty
-        peer_ids, peer_encode = timed(lambda t: peer.encode(t).ids, text)
+        peer_ids, peer_encode = timed(lambda t, tokenizer=peer: tokenizer.encode(t).ids, text)
         assert ours.decode(ours_ids) == text, "our round trip failed"
         run = dict(ours_train=ours_train, peer_train=peer_train, ours_encode=ours_encode, peer_encode=peer_encode)
         best = {k: min(v, best.get(k, float("inf"))) for k, v in run.items()}
