@@ -6,13 +6,13 @@ import sys
 import textwrap
 
 import pytest
-
 from llmbook import notebook
 
 
 def _has_ruff() -> bool:
     try:
-        return subprocess.run([sys.executable, "-m", "ruff", "--version"], capture_output=True).returncode == 0
+        command = [sys.executable, "-m", "ruff", "--version"]
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0
     except OSError:
         return False
 

@@ -53,6 +53,7 @@ def reflow(source: str, width: int = LISTING_WIDTH) -> str:
             capture_output=True,
             text=True,
             timeout=30,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return source
