@@ -59,14 +59,21 @@ ATTENTION_CHAPTER = os.environ.get("LLMBOOK_TEST_ATTENTION_CHAPTER", "book/04_at
 TOC = Path(os.environ.get("LLMBOOK_TEST_TOC") or ROOT / "_toc.yml")
 
 COLAB_CELL = """\
-# Colab only: install the book's library and turn on interactive widgets. Does nothing elsewhere.
+# Colab only: install the book's library and turn on interactive widgets.
+# Does nothing elsewhere.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "llmbook[book] @ git+https://github.com/llmbook/llm-theory-to-practice"], check=True)
+    package = (
+        "llmbook[book] @ "
+        "git+https://github.com/llmbook/llm-theory-to-practice"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", package],
+        check=True,
+    )
     from google.colab import output
 
     output.enable_custom_widget_manager()"""
