@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+
 from llmbook import notebook
 
 
@@ -18,10 +19,10 @@ def _has_ruff() -> bool:
 
 
 LONG = textwrap.dedent(
-    '''
+    """
     def scaled(values, factor, offset, clip_low, clip_high, keep_sign=True, name="listing"):
         return [min(max(v * factor + offset, clip_low), clip_high) for v in values if keep_sign or v >= 0]
-    '''
+    """
 ).lstrip()
 
 
@@ -39,7 +40,7 @@ def test_show_source_of_a_method_is_dedented_and_reflowed():
 
     text = notebook.show_source(GPT.forward).data
     assert text.startswith("def forward(")
-    code_lines = [line for line in text.splitlines() if not line.lstrip().startswith(("#", '"', "f\"", "'"))]
+    code_lines = [line for line in text.splitlines() if not line.lstrip().startswith(("#", '"', 'f"', "'"))]
     assert all(len(line) <= 76 for line in code_lines), [line for line in code_lines if len(line) > 76]
     ast.parse(text)
 
@@ -55,5 +56,3 @@ def test_reflow_falls_back_to_the_source_when_ruff_fails(monkeypatch):
 def test_show_source_rejects_a_builtin():
     with pytest.raises(TypeError, match="pass a function, class or method"):
         notebook.show_source(len)
-
-
