@@ -558,10 +558,9 @@ def test_saved_widgets_render_where_a_page_has_them(open_page, built_book):
 
 def test_glue_hands_numpy_and_torch_scalars_to_myst_nb_as_python_numbers(monkeypatch):
     """``{glue:text}`name:.3f``` formats the value's text/plain; NumPy 2 writes np.float64(0.8) there."""
+    import myst_nb
     import numpy as np
     import torch
-
-    import myst_nb
 
     from llmbook import notebook
 

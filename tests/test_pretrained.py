@@ -2,7 +2,6 @@
 
 import ast
 import json
-import math
 import os
 import subprocess
 import sys
@@ -220,7 +219,7 @@ def test_two_processes_racing_for_the_same_entry_do_not_corrupt_it(cache):
         for k in range(2)
     ]
     outputs = [racer.communicate(timeout=600) for racer in racers]
-    for racer, (out, err) in zip(racers, outputs):
+    for racer, (_out, err) in zip(racers, outputs):
         assert racer.returncode == 0, err[-2000:]
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sorted(r["trained"] for r in reports) == [False, True]  # the second waited for the first, then loaded
