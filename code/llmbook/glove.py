@@ -183,16 +183,18 @@ def cooccurrence(
     weighting: str = "harmonic",
     cross_sentences: bool = True,
 ) -> scipy.sparse.csr_matrix:
-    """The (V, V) co-occurrence matrix X: X[i, j] sums 1/distance over every time j appears near i.
+    """The (V, V) co-occurrence matrix X: X[i, j] sums 1/distance over every
+    time j appears near i.
 
-    ``sentences_or_ids``: a list of sentences (lists of words or of ids), one
-    stream of words, or a 1-D array of ids. Words outside ``vocab`` are dropped
-    first (as Stanford's ``cooccur`` does), so they do not count toward distance.
-    ``weighting="harmonic"`` adds 1/d for a pair d words apart (GloVe's choice),
-    ``"uniform"`` adds 1. ``symmetric=True`` counts context on both sides (X is
-    symmetric); ``False`` counts only the words to the left of each word.
-    ``cross_sentences=True`` treats the corpus as one stream, like Stanford's
-    tool; ``False`` stops the window at sentence ends.
+    ``sentences_or_ids``: a list of sentences (lists of words or of ids),
+    one stream of words, or a 1-D array of ids. Words outside ``vocab`` are
+    dropped first (as Stanford's ``cooccur`` does), so they do not count
+    toward distance. ``weighting="harmonic"`` adds 1/d for a pair d words
+    apart (GloVe's choice), ``"uniform"`` adds 1. ``symmetric=True`` counts
+    context on both sides (X is symmetric); ``False`` counts only the words
+    to the left of each word. ``cross_sentences=True`` treats the corpus as
+    one stream, like Stanford's tool; ``False`` stops the window at sentence
+    ends.
 
     Vectorised: one pass per offset d = 1..window over the whole corpus.
 
@@ -202,13 +204,20 @@ def cooccurrence(
            [2., 0.]])
     """
     if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 1:
-        raise ValueError(f"window must be a positive integer (words on each side), got {window!r}")
+        raise ValueError(
+            "window must be a positive integer (words on each side), "
+            + f"got {window!r}"
+        )
     if weighting not in ("harmonic", "uniform"):
-        raise ValueError(f"weighting must be 'harmonic' (1/distance) or 'uniform', got {weighting!r}")
+        raise ValueError(
+            "weighting must be 'harmonic' (1/distance) or 'uniform', "
+            + f"got {weighting!r}"
+        )
     ids, sentence = _to_id_stream(sentences_or_ids, vocab)
     if len(ids) < 2:
         raise ValueError(
-            f"the corpus has {len(ids)} in-vocabulary word(s); co-occurrence needs at least two "
+            f"the corpus has {len(ids)} in-vocabulary word(s); "
+            "co-occurrence needs at least two "
             "(is the corpus empty, or is min_count too high?)"
         )
     size = len(vocab)
@@ -243,7 +252,9 @@ def glove_weight(x: torch.Tensor, x_max: float = 10.0, alpha: float = 0.75) -> t
 
 
 class GloVe(nn.Module):
-    """Word vectors W, context vectors W~ and their biases b, b~; predicts log X_ij as w_i . w~_j + b_i + b~_j."""
+    """Word vectors W, context vectors W~ and their biases b, b~; predicts
+    log X_ij as w_i . w~_j + b_i + b~_j.
+    """
 
     def __init__(self, vocab_size: int, n_embd: int, generator: torch.Generator | None = None):
         super().__init__()
@@ -260,21 +271,28 @@ class GloVe(nn.Module):
         self.b_tilde = nn.Parameter(uniform(vocab_size))
 
     def forward(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """Predicted log co-occurrence for each pair (i[k], j[k]): shape (B,)."""
+        """Predicted log co-occurrence per pair (i[k], j[k]): shape (B,)."""
         return (self.W[i] * self.W_tilde[j]).sum(-1) + self.b[i] + self.b_tilde[j]
 
     def loss(
         self, i: torch.Tensor, j: torch.Tensor, x: torch.Tensor, x_max: float = 10.0, alpha: float = 0.75
     ) -> torch.Tensor:
-        """J over the given nonzero entries: sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2."""
+        """J over the given nonzero entries:
+        sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2.
+        """
         if torch.any(x <= 0):
-            raise ValueError("GloVe's loss is defined on nonzero counts only (log X_ij); drop the zeros first")
+            raise ValueError(
+                "GloVe's loss is defined on nonzero counts only "
+                + "(log X_ij); drop the zeros first"
+            )
         difference = self(i, j) - torch.log(x)
         return (glove_weight(x, x_max, alpha) * difference.square()).sum()
 
     @torch.no_grad()
     def vectors(self, combine: str = "sum", normalize: bool = True) -> np.ndarray:
-        """The word vectors as a (V, n_embd) NumPy array: W + W~ (the paper's choice) or W alone, unit length rows."""
+        """The word vectors as a (V, n_embd) NumPy array: W + W~ (the
+        paper's choice) or W alone, unit length rows.
+        """
         if combine == "sum":
             vectors = self.W + self.W_tilde
         elif combine == "W":
@@ -319,48 +337,60 @@ def train_glove(
     cpu_threads: int | None = None,
     callback=None,
 ) -> tuple[GloVe, TrainResult]:
-    """Fit a :class:`GloVe` model to the co-occurrence matrix ``X``; returns ``(model, result)``.
+    """Fit a :class:`GloVe` model to the co-occurrence matrix ``X``; returns
+    ``(model, result)``.
 
     The knobs have the names of :class:`llmbook.train.TrainConfig` (``lr``,
-    ``batch_size``, ``seed``, ``max_seconds``, ``progress``) and ``result`` is
-    the same :class:`llmbook.train.TrainResult` that :func:`llmbook.train.train`
-    returns; ``device`` defaults to :func:`llmbook.runtime.get_device` (a GPU
-    when there is one). Each epoch visits every nonzero X_ij once, in shuffled
-    mini-batches of ``batch_size`` pairs (all on ``device``: tensors, no Python
-    loop per pair). ``optimizer="adagrad"`` follows the paper (which used lr
-    0.05 with one pair per update; with mini-batches of 16k pairs lr 0.3-0.4
-    worked best on Brown); ``"adam"`` is the modern default (lr 0.02 on Brown).
-    ``lr_schedule="linear"`` lowers the learning rate linearly to zero over the
-    planned ``epochs``. ``max_seconds`` (training time, checked after every
-    mini-batch) stops training, possibly mid-epoch; ``result.stopped`` is then
-    ``"time limit"``, else ``"completed"``. ``cpu_threads`` sets torch's thread
-    count while training on the CPU (restored afterwards): a mini-batch is a few
-    dozen small operations, and on a shared CPU one thread is often the fastest.
+    ``batch_size``, ``seed``, ``max_seconds``, ``progress``) and ``result``
+    is the same :class:`llmbook.train.TrainResult` that
+    :func:`llmbook.train.train` returns; ``device`` defaults to
+    :func:`llmbook.runtime.get_device` (a GPU when there is one). Each epoch
+    visits every nonzero X_ij once, in shuffled mini-batches of
+    ``batch_size`` pairs (all on ``device``: tensors, no Python loop per
+    pair). ``optimizer="adagrad"`` follows the paper (which used lr 0.05
+    with one pair per update; with mini-batches of 16k pairs lr 0.3-0.4
+    worked best on Brown); ``"adam"`` is the modern default (lr 0.02 on
+    Brown). ``lr_schedule="linear"`` lowers the learning rate linearly to
+    zero over the planned ``epochs``. ``max_seconds`` (training time,
+    checked after every mini-batch) stops training, possibly mid-epoch;
+    ``result.stopped`` is then ``"time limit"``, else ``"completed"``.
+    ``cpu_threads`` sets torch's thread count while training on the CPU
+    (restored afterwards): a mini-batch is a few dozen small operations, and
+    on a shared CPU one thread is often the fastest.
 
-    ``result.history`` has one entry per epoch (and one for the partial epoch a
-    time limit interrupts) under the keys of :func:`llmbook.train.train` that
-    apply: ``log_step`` (optimizer steps so far), ``loss`` (the epoch's mean of
-    f(X_ij)(...)^2 per nonzero, i.e. J over the nonzeros), ``lr`` (the learning
-    rate of the epoch's last step), ``seconds`` (training time so far) and
-    ``tokens_per_second`` (here: co-occurrence pairs per second during the
-    epoch); plus ``epoch`` (epochs done, fractional when stopped mid-epoch).
-    GloVe has no validation split, so ``val_loss`` stays empty and
-    ``result.final_val_loss`` is NaN. ``callback(epoch, model, history)``, if
-    given, runs after every epoch (e.g. to evaluate); its time is not counted.
+    ``result.history`` has one entry per epoch (and one for the partial
+    epoch a time limit interrupts) under the keys of
+    :func:`llmbook.train.train` that apply: ``log_step`` (optimizer steps so
+    far), ``loss`` (the epoch's mean of f(X_ij)(...)^2 per nonzero, i.e. J
+    over the nonzeros), ``lr`` (the learning rate of the epoch's last step),
+    ``seconds`` (training time so far) and ``tokens_per_second`` (here:
+    co-occurrence pairs per second during the epoch); plus ``epoch`` (epochs
+    done, fractional when stopped mid-epoch). GloVe has no validation split,
+    so ``val_loss`` stays empty and ``result.final_val_loss`` is NaN.
+    ``callback(epoch, model, history)``, if given, runs after every epoch
+    (e.g. to evaluate); its time is not counted.
     """
     epochs, batch_size, n_embd, lr, x_max, alpha, max_seconds, cpu_threads, seed = _checked_settings(
         epochs, batch_size, n_embd, lr, x_max, alpha, max_seconds, cpu_threads, seed, optimizer, lr_schedule
     )
     rows, cols, counts, size = _as_triples(X)
     if len(counts) == 0:
-        raise ValueError("the co-occurrence matrix has no nonzero entries: nothing to train on")
+        raise ValueError(
+            "the co-occurrence matrix has no nonzero entries: "
+            + "nothing to train on"
+        )
     if np.any(counts < 0) or not np.all(np.isfinite(counts)):
-        raise ValueError("co-occurrence counts must be finite and non-negative; count with glove.cooccurrence")
+        raise ValueError(
+            "co-occurrence counts must be finite and non-negative; "
+            + "count with glove.cooccurrence"
+        )
     device = torch.device(device) if device is not None else runtime.get_device()
     generator = torch.Generator().manual_seed(seed)
     model = GloVe(size, n_embd, generator=generator).to(device)
     x = torch.as_tensor(counts, dtype=torch.float32, device=device)
-    pairs = (  # i, j, log X_ij and f(X_ij) of every nonzero, on the device; the weights never change
+    # i, j, log X_ij and f(X_ij) of every nonzero, on the device; the
+    # weights never change
+    pairs = (
         torch.as_tensor(rows, dtype=torch.int64, device=device),
         torch.as_tensor(cols, dtype=torch.int64, device=device),
         torch.log(x),
@@ -368,7 +398,8 @@ def train_glove(
     )
     steps_per_epoch = math.ceil(len(counts) / batch_size)
     opt, scheduler = _glove_optimizer(model, optimizer, lr, lr_schedule, epochs * steps_per_epoch)
-    # On a GPU the shuffles are drawn there; elsewhere on the CPU (then moved), which also works for MPS.
+    # On a GPU the shuffles are drawn there; elsewhere on the CPU (then
+    # moved), which also works for MPS.
     shuffle = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else generator
     keys = ("log_step", "loss", "lr", "seconds", "tokens_per_second", "epoch", "val_loss")
     history: dict[str, list] = {key: [] for key in keys}
@@ -409,7 +440,8 @@ def train_glove(
     message = ""
     if stopped == "time limit":
         message = (
-            f"stopped after {history['epoch'][-1]:.2f} of {epochs} epochs: {seconds:.1f} s of training (max_seconds)"
+            f"stopped after {history['epoch'][-1]:.2f} of {epochs} epochs: "
+            + f"{seconds:.1f} s of training (max_seconds)"
         )
     return model, TrainResult(
         history=history,
@@ -522,14 +554,17 @@ def nearest(vectors: np.ndarray, vocab: Vocab, word: str, k: int = 10) -> list[t
 
 
 def analogy(vectors: np.ndarray, vocab: Vocab, a: str, b: str, c: str, k: int = 1) -> list[str] | str:
-    """3CosAdd: the word d with b - a + c closest to d ("a is to b as c is to d"), never a, b or c.
+    """3CosAdd: the word d with b - a + c closest to d ("a is to b as c is
+    to d"), never a, b or c.
 
     Returns the best word, or the ``k`` best when k > 1.
     """
     vectors = normalize_rows(_check_shapes(vectors, vocab))
     ia, ib, ic = vocab.id(a), vocab.id(b), vocab.id(c)
     query = vectors[ib] - vectors[ia] + vectors[ic]
-    scores = vectors @ query  # (V,) cosine up to the query's length, which does not change the ranking
+    # (V,) cosine up to the query's length, which does not change the
+    # ranking
+    scores = vectors @ query
     scores[[ia, ib, ic]] = -np.inf
     top = np.argsort(-scores)[:k]
     words = [vocab.words[t] for t in top]
