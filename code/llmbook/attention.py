@@ -83,29 +83,36 @@ def scaled_dot_product_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q kᵀ / √d_k) v, and the attention weights.
 
-    q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v); ``mask`` a bool
-    tensor broadcastable to (..., T_q, T_k), True where the query may attend
-    to the key. Masked keys get exactly zero weight. Returns
+    q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v); ``mask`` a
+    bool tensor broadcastable to (..., T_q, T_k), True where the query may
+    attend to the key. Masked keys get exactly zero weight. Returns
     ``(output (..., T_q, d_v), weights (..., T_q, T_k))``; each row of
-    ``weights`` sums to one. Dropout (on the weights) only when ``training``.
+    ``weights`` sums to one. Dropout (on the weights) only when
+    ``training``.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         _check_float_tensor(x, name)
     dropout_p = validate.probability(dropout_p, "dropout_p")
     if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
         raise ValueError(
-            f"q, k and v need at least 2 dimensions (..., T, d); got shapes {tuple(q.shape)}, "
+            "q, k and v need at least 2 dimensions (..., T, d); "
+            f"got shapes {tuple(q.shape)}, "
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     if not q.dtype == k.dtype == v.dtype:
-        raise TypeError(f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and {v.dtype}; convert with .to(q.dtype)")
+        raise TypeError(
+            f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and "
+            + f"{v.dtype}; convert with .to(q.dtype)"
+        )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
-            f"q and k must have the same last dimension d_k to be multiplied: q {tuple(q.shape)}, k {tuple(k.shape)}"
+            "q and k must have the same last dimension d_k to be "
+            + f"multiplied: q {tuple(q.shape)}, k {tuple(k.shape)}"
         )
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(
-            f"k and v must have the same number of positions T_k (one value per key): "
+            "k and v must have the same number of positions T_k "
+            "(one value per key): "
             f"k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     d_k = q.shape[-1]
@@ -130,16 +137,23 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
 
 
 def padding_mask(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """(B, 1, 1, T) bool, True where the key is a real token (not ``pad_id``).
+    """(B, 1, 1, T) bool, True where the key is a real token (not
+    ``pad_id``).
 
     It broadcasts over heads and query positions of (B, H, T_q, T_k) scores.
     >>> padding_mask(torch.tensor([[5, 7, 0]]), pad_id=0).flatten().tolist()
     [True, True, False]
     """
     if not torch.is_tensor(idx):
-        raise TypeError(f"padding_mask expects a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)")
+        raise TypeError(
+            "padding_mask expects a torch.Tensor of token ids, "
+            + f"got {type(idx).__name__}; use torch.tensor(ids)"
+        )
     if idx.dim() != 2:
-        raise ValueError(f"padding_mask expects token ids of shape (B, T), got {tuple(idx.shape)}")
+        raise ValueError(
+            "padding_mask expects token ids of shape (B, T), "
+            + f"got {tuple(idx.shape)}"
+        )
     pad_id = validate.nonnegative_int(pad_id, "pad_id")
     return (idx != pad_id)[:, None, None, :]  # (B, 1, 1, T)
 
@@ -180,10 +194,15 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)  # W_O
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, E) -> (B, H, T, E/H): each head sees its own slice of the features."""
+        """(B, T, E) -> (B, H, T, E/H): each head sees its own slice of the
+        features.
+        """
         _check_float_tensor(x, "x")
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
-            raise ValueError(f"split_heads expects (B, T, E) with E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}")
+            raise ValueError(
+                "split_heads expects (B, T, E) with "
+                + f"E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}"
+            )
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, head_dim)
 
@@ -214,7 +233,8 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         rope: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend from ``query`` to ``key``/``value`` (both default to ``query``: self-attention).
+        """Attend from ``query`` to ``key``/``value`` (both default to
+        ``query``: self-attention).
 
         ``mask``: bool, broadcastable to (B, H, T_q, T_k), True = may attend
         (e.g. :func:`padding_mask`). ``is_causal``: also forbid attending to
@@ -230,14 +250,19 @@ class MultiHeadAttention(nn.Module):
             q, k = apply_rope(q), apply_rope(k)
         T_q, T_k = q.shape[-2], k.shape[-2]
         if is_causal and T_q != T_k:
-            raise ValueError(f"is_causal needs as many queries as keys, got T_q={T_q}, T_k={T_k}")
+            raise ValueError(
+                "is_causal needs as many queries as keys, "
+                + f"got T_q={T_q}, T_k={T_k}"
+            )
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:  # explicit path: the weights are needed, e.g. for a view of them
             if is_causal:
                 causal = causal_mask(T_q, device=q.device)
                 mask = causal if mask is None else (mask & causal)
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p, training=self.training)
-        else:  # fast path: PyTorch's fused kernels (flash / memory-efficient on GPU), no weights kept
+        else:
+            # fast path: PyTorch's fused kernels (flash / memory-efficient on
+            # GPU), no weights kept
             weights = None
             if mask is None:
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
@@ -296,14 +321,19 @@ class MultiHeadAttention(nn.Module):
 
 
 def sinusoidal_positions(T: int, n_embd: int, base: float = 10000.0) -> torch.Tensor:
-    """The (T, d) sinusoidal position table of "Attention Is All You Need" (d = ``n_embd``, the model width).
+    """The (T, d) sinusoidal position table of "Attention Is All You Need"
+    (d = ``n_embd``, the model width).
 
-    PE[pos, 2i] = sin(pos / base^(2i/d)), PE[pos, 2i+1] = cos(pos / base^(2i/d)).
+    PE[pos, 2i] = sin(pos / base^(2i/d)),
+    PE[pos, 2i+1] = cos(pos / base^(2i/d)).
     """
     T = validate.positive_int(T, "T", hint="the number of positions")
     d = validate.positive_int(n_embd, "n_embd")
     if d % 2 != 0:
-        raise ValueError(f"sinusoidal_positions needs an even width (sin/cos pairs), got n_embd={d}")
+        raise ValueError(
+            "sinusoidal_positions needs an even width (sin/cos pairs), "
+            + f"got n_embd={d}"
+        )
     base = validate.finite_float(base, "base", low=1.0, low_inclusive=False, hint="10000 in the original Transformer")
     positions = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
     frequencies = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,) = 1 / base^(2i/d)
@@ -349,25 +379,36 @@ def _check_positions(positions) -> None:
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding (RoPE, Su et al. 2021) of x (B, H, T, head_dim).
+    """Rotary position embedding (RoPE, Su et al. 2021) of x
+    (B, H, T, head_dim).
 
-    Each pair of features (2i, 2i+1) of the vector at position m is rotated by
-    the angle m·θ_i with θ_i = base^(-2i/head_dim). Rotations keep lengths, and
-    the dot product of a rotated query at m and a rotated key at n depends only
-    on m - n. ``positions``: (T,) integers (default 0..T-1).
+    Each pair of features (2i, 2i+1) of the vector at position m is rotated
+    by the angle m·θ_i with θ_i = base^(-2i/head_dim). Rotations keep
+    lengths, and the dot product of a rotated query at m and a rotated key
+    at n depends only on m - n. ``positions``: (T,) integers (default
+    0..T-1).
     """
     _check_float_tensor(x, "x")
     if x.dim() < 2:
-        raise ValueError(f"apply_rope expects (..., T, head_dim), got shape {tuple(x.shape)}")
+        raise ValueError(
+            "apply_rope expects (..., T, head_dim), "
+            + f"got shape {tuple(x.shape)}"
+        )
     base = validate.finite_float(base, "base", low=1.0, low_inclusive=False, hint="10000 in the RoPE paper")
     T, head_dim = x.shape[-2], x.shape[-1]
     if head_dim % 2 != 0:
-        raise ValueError(f"apply_rope rotates pairs of features: head_dim must be even, got {head_dim}")
+        raise ValueError(
+            "apply_rope rotates pairs of features: head_dim must be even, "
+            + f"got {head_dim}"
+        )
     if positions is None:
         positions = torch.arange(T, device=x.device)
     _check_positions(positions)
     if positions.dim() == 0 or positions.shape[-1] != T:
-        raise ValueError(f"positions must have shape ({T},), one per position of x, got {tuple(positions.shape)}")
+        raise ValueError(
+            f"positions must have shape ({T},), one per position of x, "
+            + f"got {tuple(positions.shape)}"
+        )
     theta = base ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim)  # (head_dim/2,)
     angles = positions.to(torch.float32)[..., None] * theta  # (T, head_dim/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
