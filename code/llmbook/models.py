@@ -131,10 +131,12 @@ def _mask_as_bool(attention_mask, idx: torch.Tensor) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    """The position-wise feed-forward network: d -> 4d -> GELU -> d, then dropout.
+    """The position-wise feed-forward network: d -> 4d -> GELU -> d, then
+    dropout.
 
-    Every position goes through the same two linear maps, independently: this
-    is where most of a Transformer's parameters (8 d² of each block's 12 d²) live.
+    Every position goes through the same two linear maps, independently:
+    this is where most of a Transformer's parameters (8 d² of each block's
+    12 d²) live.
     """
 
     def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
@@ -151,12 +153,14 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One Transformer block: self-attention and an MLP, each with a residual connection and a LayerNorm.
+    """One Transformer block: self-attention and an MLP, each with a
+    residual connection and a LayerNorm.
 
-    ``norm_first=True`` (pre-LN, GPT-2 and later): x + Attn(LN(x)), then x + MLP(LN(x)).
-    ``norm_first=False`` (post-LN, the original Transformer and BERT):
-    LN(x + Attn(x)), then LN(x + MLP(x)). ``is_causal`` forbids attending to
-    later positions (a decoder); ``mask`` (bool, True = may attend) hides padding.
+    ``norm_first=True`` (pre-LN, GPT-2 and later): x + Attn(LN(x)), then
+    x + MLP(LN(x)). ``norm_first=False`` (post-LN, the original Transformer
+    and BERT): LN(x + Attn(x)), then LN(x + MLP(x)). ``is_causal`` forbids
+    attending to later positions (a decoder); ``mask`` (bool, True = may
+    attend) hides padding.
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, norm_first: bool = True):
@@ -231,17 +235,21 @@ class GPTConfig:
 
 
 def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> int:
-    """The closed form of :meth:`GPT.num_params` (the chapter derives each term).
+    """The closed form of :meth:`GPT.num_params` (the chapter derives each
+    term).
 
-    With biases (``bias=True``), per block: attention 4d² + 4d, MLP 8d² + 5d,
-    two LayerNorms 4d, so 12d² + 13d; plus embeddings (V + T)·d and the final
-    LayerNorm 2d. The head is tied to the token embedding: no extra parameters.
-    Without biases: 12d² + 2d per block and d for the final LayerNorm.
-    ``non_embedding=True`` leaves out the token and position embeddings (the
-    N of scaling laws, Kaplan et al. 2020).
+    With biases (``bias=True``), per block: attention 4d² + 4d,
+    MLP 8d² + 5d, two LayerNorms 4d, so 12d² + 13d; plus embeddings
+    (V + T)·d and the final LayerNorm 2d. The head is tied to the token
+    embedding: no extra parameters. Without biases: 12d² + 2d per block and
+    d for the final LayerNorm. ``non_embedding=True`` leaves out the token
+    and position embeddings (the N of scaling laws, Kaplan et al. 2020).
     """
     if not isinstance(config, GPTConfig):
-        raise TypeError(f"gpt_num_params_formula takes a GPTConfig, got {type(config).__name__}")
+        raise TypeError(
+            "gpt_num_params_formula takes a GPTConfig, "
+            + f"got {type(config).__name__}"
+        )
     V, T, L, d = config.vocab_size, config.block_size, config.n_layer, config.n_embd
     per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
     final_norm = 2 * d if config.bias else d
@@ -443,7 +451,9 @@ class BERT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         return_attention: bool = False,
     ) -> tuple[torch.Tensor, list, torch.Tensor | None]:
-        """Contextual vectors (B, T, d) for every position, the attention weights, and the key mask."""
+        """Contextual vectors (B, T, d) for every position, the attention
+        weights, and the key mask.
+        """
         config = self.config
         idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         B, T = idx.shape
@@ -456,14 +466,18 @@ class BERT(nn.Module):
             if not torch.is_tensor(segment_ids) or segment_ids.shape != idx.shape:
                 shape = tuple(segment_ids.shape) if torch.is_tensor(segment_ids) else type(segment_ids).__name__
                 raise ValueError(
-                    f"segment_ids must be a tensor of the shape of idx {tuple(idx.shape)} (one segment per position), "
+                    "segment_ids must be a tensor of the shape of idx "
+                    f"{tuple(idx.shape)} (one segment per position), "
                     f"got {shape}"
                 )
             validate.class_ids(segment_ids.flatten(), config.n_segments, batch_size=segment_ids.numel(), name="segment_ids",
                                count_name="n_segments")
             x = x + self.segment_embedding(segment_ids.long())
         elif segment_ids is not None:
-            raise ValueError("segment_ids given but the model has no segment embedding: build it with n_segments=2")
+            raise ValueError(
+                "segment_ids given but the model has no segment embedding: "
+                + "build it with n_segments=2"
+            )
         x = self.dropout(self.ln_embedding(x))
         attentions = []
         for block in self.blocks:
