@@ -298,7 +298,9 @@ class NGramLM:
         return result
 
     def _probabilities(self, context_rows: list[np.ndarray], token_ids: np.ndarray) -> np.ndarray:
-        """P(token | context) for parallel arrays; context_rows[m] indexes tables[m-1] (or -1)."""
+        """P(token | context) for parallel arrays; context_rows[m] indexes
+        tables[m-1] (or -1).
+        """
         V = len(self.vocab)
         if self.smoothing == "add-k":
             context = context_rows[self.n]
@@ -308,7 +310,8 @@ class NGramLM:
             denominator = total + self.k * V
             with np.errstate(invalid="ignore", divide="ignore"):
                 probability = (count + self.k) / denominator
-            # An unseen context (or k = 0 with no counts) carries no information: uniform.
+            # An unseen context (or k = 0 with no counts) carries no
+            # information: uniform.
             return np.where(denominator > 0, probability, 1.0 / V)
         # Interpolated Kneser-Ney, from the unigram level up.
         unigram_types = self.context_types[1][0]

@@ -195,9 +195,14 @@ class WordTokenizer:
         return text.lower() if self.lowercase else text
 
     def tokenize(self, text: str) -> list[str]:
-        """The words of ``text`` after normalisation (stop words dropped if asked)."""
+        """The words of ``text`` after normalisation (stop words dropped if
+        asked).
+        """
         if not isinstance(text, str):
-            raise TypeError(f"WordTokenizer.tokenize expects a str, got {type(text).__name__}")
+            raise TypeError(
+                "WordTokenizer.tokenize expects a str, "
+                + f"got {type(text).__name__}"
+            )
         words = WORD_PATTERN.findall(self.normalize(text))
         if not self.keep_punctuation:
             words = [w for w in words if w[0].isalnum()]
@@ -379,7 +384,9 @@ def _check_special_tokens(special_tokens) -> list[str]:
 
 
 def get_pair_counts(ids, counts=None) -> dict:
-    """Counts of adjacent pairs: ``[1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}``."""
+    """Counts of adjacent pairs:
+    ``[1, 2, 3, 1, 2] -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}``.
+    """
     counts = {} if counts is None else counts
     for pair in zip(ids, ids[1:]):
         counts[pair] = counts.get(pair, 0) + 1
@@ -387,7 +394,9 @@ def get_pair_counts(ids, counts=None) -> dict:
 
 
 def merge(ids, pair, new_id) -> list[int]:
-    """Replace every ``pair`` in ``ids`` by ``new_id``: ``merge([1, 2, 3, 1, 2], (1, 2), 4) -> [4, 3, 4]``."""
+    """Replace every ``pair`` in ``ids`` by ``new_id``:
+    ``merge([1, 2, 3, 1, 2], (1, 2), 4) -> [4, 3, 4]``.
+    """
     first, second = pair
     out, i, n = [], 0, len(ids)
     while i < n:
@@ -470,12 +479,15 @@ class BPETokenizer:
     @classmethod
     def train(cls, text: str, vocab_size: int, special_tokens=("<|endoftext|>",),
               pattern: str = GPT2_STYLE_PATTERN, verbose: bool = False) -> BPETokenizer:
-        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from
+        ``text``.
 
-        The text is cut into chunks by ``pattern`` (and at special tokens); identical chunks
-        are counted once with their frequency. Each step merges the most frequent adjacent
-        pair (ties: the smallest pair of ids) and updates the pair counts only in the chunks
-        that contain it, so a merge costs time proportional to where it occurs, not to the text.
+        The text is cut into chunks by ``pattern`` (and at special tokens);
+        identical chunks are counted once with their frequency. Each step
+        merges the most frequent adjacent pair (ties: the smallest pair of
+        ids) and updates the pair counts only in the chunks that contain it,
+        so a merge costs time proportional to where it occurs, not to the
+        text.
         """
         special_tokens = _check_special_tokens(special_tokens)
         num_merges = _number_of_merges(text, vocab_size, special_tokens)
@@ -497,7 +509,8 @@ class BPETokenizer:
         while len(merges) < num_merges and heap:
             negative_count, pair = heapq.heappop(heap)
             if pair_counts.get(pair, 0) != -negative_count:
-                continue  # stale heap entry: the count changed after it was pushed
+                # stale heap entry: the count changed after it was pushed
+                continue
             if -negative_count < 1:
                 break
             merges.append(pair)
@@ -523,7 +536,10 @@ class BPETokenizer:
                     del pair_counts[changed_pair]
                     where.pop(changed_pair, None)
             if verbose and len(merges) <= 20:
-                print(f"merge {len(merges)}: {pair} -> {next_id} (count {-negative_count})")
+                print(
+                    f"merge {len(merges)}: {pair} -> {next_id} "
+                    + f"(count {-negative_count})"
+                )
             next_id += 1
         return cls(merges, special_tokens, pattern)
 
