@@ -127,14 +127,16 @@ def _betas(value: Any, name: str) -> tuple[float, float]:
 
 
 def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """Learning rate of optimizer step ``step`` (counting from 0): linear warm-up, then cosine decay.
+    """Learning rate of optimizer step ``step`` (counting from 0): linear
+    warm-up, then cosine decay.
 
-    During warm-up the rate climbs linearly, ``lr * (step + 1) / warmup_steps``,
-    reaching ``lr`` at the last warm-up step. From ``warmup_steps`` to
-    ``decay_steps`` it follows half a cosine from ``lr`` down to ``min_lr``,
-    and stays at ``min_lr`` after that.
+    During warm-up the rate climbs linearly,
+    ``lr * (step + 1) / warmup_steps``, reaching ``lr`` at the last warm-up
+    step. From ``warmup_steps`` to ``decay_steps`` it follows half a cosine
+    from ``lr`` down to ``min_lr``, and stays at ``min_lr`` after that.
 
-    >>> [round(cosine_lr(s, lr=1.0, min_lr=0.0, warmup_steps=2, decay_steps=6), 3) for s in range(8)]
+    >>> [round(cosine_lr(s, lr=1.0, min_lr=0.0, warmup_steps=2,
+    ...                  decay_steps=6), 3) for s in range(8)]
     [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
     """
     if step < warmup_steps:
@@ -157,16 +159,18 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def configure_optimizer(model: nn.Module, config: TrainConfig, device: torch.device | str | None = None):
-    """AdamW with weight decay on matrices only, fused where this PyTorch supports it.
+    """AdamW with weight decay on matrices only, fused where this PyTorch
+    supports it.
 
     Parameters with two or more dimensions (the weights of linear layers and
     the embedding tables) are decayed; vectors (biases, LayerNorm gains and
-    shifts) are not, because shrinking a bias or a LayerNorm gain towards zero
-    is not a useful prior. Embeddings are decayed on purpose: with weight
-    tying the token embedding is also the output layer's matrix. The fused
-    kernel (one kernel for all parameters; CUDA, and the CPU from PyTorch 2.4)
-    is used when PyTorch accepts it for the parameters' device, the default
-    implementation otherwise (``device`` is accepted for compatibility).
+    shifts) are not, because shrinking a bias or a LayerNorm gain towards
+    zero is not a useful prior. Embeddings are decayed on purpose: with
+    weight tying the token embedding is also the output layer's matrix. The
+    fused kernel (one kernel for all parameters; CUDA, and the CPU from
+    PyTorch 2.4) is used when PyTorch accepts it for the parameters' device,
+    the default implementation otherwise (``device`` is accepted for
+    compatibility).
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
     groups = [

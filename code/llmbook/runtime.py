@@ -115,10 +115,11 @@ def pick(table: Mapping[str, T], name: str | None = None) -> T:
 
 
 def amp_dtype(device: torch.device | str) -> torch.dtype | None:
-    """The low-precision dtype autocast should use on ``device``, or None for full fp32.
+    """The low-precision dtype autocast should use on ``device``, or None
+    for full fp32.
 
-    bf16 on GPUs that support it (Ampere and newer), fp16 on older GPUs such as
-    Colab's T4 (which then need loss scaling), none on CPU and MPS.
+    bf16 on GPUs that support it (Ampere and newer), fp16 on older GPUs such
+    as Colab's T4 (which then need loss scaling), none on CPU and MPS.
     """
     device = torch.device(device)
     if device.type != "cuda":

@@ -104,13 +104,15 @@ def train_step(
     grad_clip: float | None = None,
     amp: bool = True,
 ) -> StepResult:
-    """One optimizer step on the micro-batches ``batches`` = [(x, y), ...]: forward, backward, clip, step.
+    """One optimizer step on the micro-batches ``batches`` = [(x, y), ...]:
+    forward, backward, clip, step.
 
-    Each micro-batch's mean loss is weighted by its share of the valid targets
-    (those != -100), so the gradient is that of the mean over the targets of
-    all micro-batches together, as if they were one batch. A model with
-    ``no_sync`` (DDP, FSDP) exchanges gradients only on the last micro-batch.
-    No weight changes if the loss or the gradient norm is not finite.
+    Each micro-batch's mean loss is weighted by its share of the valid
+    targets (those != -100), so the gradient is that of the mean over the
+    targets of all micro-batches together, as if they were one batch. A
+    model with ``no_sync`` (DDP, FSDP) exchanges gradients only on the last
+    micro-batch. No weight changes if the loss or the gradient norm is not
+    finite.
     """
     counts = [(y != IGNORE_INDEX).sum() for _, y in batches]
     total = sum(counts)
