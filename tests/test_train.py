@@ -397,7 +397,9 @@ def test_resuming_with_other_settings_uses_the_new_ones_and_says_which_changed(t
     result = train(TinyLM(), batcher, quiet(max_steps=8, batch_size=2, lr=5e-3, min_lr=5e-3, weight_decay=0.0),
                    device="cpu", resume=tmp_path)
     printed = capsys.readouterr().out
-    assert "resuming at step 4" in printed and "lr 0.001 -> 0.005" in printed and "max_steps 4 -> 8" in printed
+    assert "resuming at step 4; changed since the checkpoint (new values apply):\n" in printed
+    assert "\n  lr 0.001 -> 0.005\n" in printed and "\n  max_steps 4 -> 8\n" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 76, printed
     assert "weight_decay 0.1 -> 0.0" in printed and "seed" not in printed
     assert result.history["lr"][4:] == pytest.approx([5e-3] * 4)
 

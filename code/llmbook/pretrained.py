@@ -67,7 +67,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(sentences=None, min_count=5, window=10, n_embd=50, optimizer="adagrad", lr=0.4,
                     lr_schedule="linear", batch_size=2**14, x_max=10.0, epochs=10, max_seconds=120),
     },
-    # Chapter 6's character GPT on Tiny Shakespeare (book/06_training.ipynb's SIZES: gpt, batch_size, steps, ...).
+    # Chapter 6's character GPT on Tiny Shakespeare (gpt, batch_size, steps, ...): the one copy of these sizes;
+    # book/06_training.ipynb takes them from here with pretrained.sizes("char-gpt-shakespeare").
     "char-gpt-shakespeare": {
         "smoke": dict(gpt=dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0),
                       batch_size=8, steps=60, lr=3e-3, warmup=10, eval_interval=20, eval_steps=4, log_interval=2),

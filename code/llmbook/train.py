@@ -286,9 +286,10 @@ class _Loop:
             if k not in _NOT_HYPERPARAMETERS and old.get(k, new[k]) != new[k]
         ]
         if changed:
-            print(
-                f"resuming at step {self.step}; changed since the checkpoint (the new values apply): {', '.join(changed)}"
-            )
+            # one changed setting per line, so that the lines stay short
+            print(f"resuming at step {self.step}; changed since the checkpoint (new values apply):")
+            for change in changed:
+                print(f"  {change}")
 
     def state(self) -> dict[str, Any]:
         batcher = self.batcher.state_dict() if hasattr(self.batcher, "state_dict") else None

@@ -105,7 +105,7 @@ def check_perplexity(perplexity):
 @exercise(
     "ch06.tokens_per_step",
     name="tokens_per_step",
-    title="Tokens per optimizer step with gradient accumulation",
+    title="Tokens per step with accumulation",
     wrong=[
         lambda batch_size, block_size, grad_accum_steps: batch_size * block_size,  # ignores accumulation
         lambda batch_size, block_size, grad_accum_steps: batch_size * (block_size + 1) * grad_accum_steps,
