@@ -77,6 +77,15 @@ def trainconfig_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def peak_source(device: torch.device) -> str:
+    """Where ``runtime.peak_flops(device)`` comes from, in words, for the printed figures."""
+    if device.type == "cuda" and any(key in torch.cuda.get_device_name(device) for key in runtime._GPU_PEAK_FLOPS):
+        return "the GPU's data sheet (dense bf16, fp16 on a T4), via runtime.peak_flops"
+    if hasattr(runtime, "measure_peak_flops"):
+        return "a matrix multiply timed by runtime.measure_peak_flops"
+    return "runtime.peak_flops's estimate: threads x 3 GHz x 32 fp32 FLOPs per cycle (two AVX2 FMA units)"
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -297,7 +306,7 @@ def main(argv=None) -> dict:
         "training_seconds_mean": statistics.mean(r["training_seconds"] for r in runs),
         "tokens_per_second": tokens_per_second,
         "peak_flops": peak_sheet,
-        "peak_flops_source": "runtime.peak_flops (data sheet on a GPU, an estimate on the CPU)",
+        "peak_flops_source": peak_source(device),
         "mfu": tokens_per_second * flops_per_token / peak_sheet,
         "measured_matmul_flops": peak_measured,
         "mfu_vs_measured_matmul": tokens_per_second * flops_per_token / peak_measured,
@@ -308,7 +317,7 @@ def main(argv=None) -> dict:
     print(f"model: {summary['parameters'] / 1e6:.2f} M parameters, {runs[0]['steps']} steps, "
           f"{flops_per_token / 1e6:.2f} MFLOPs per training token")
     print(f"tokens/s: {tokens_per_second:,.0f} (all training tokens / all training time)")
-    print(f"MFU: {100 * summary['mfu']:.2f}% of {peak_sheet / 1e12:.2f} TFLOP/s (runtime.peak_flops); "
+    print(f"MFU: {100 * summary['mfu']:.2f}% of {peak_sheet / 1e12:.3f} TFLOP/s ({summary['peak_flops_source']}); "
           f"{100 * summary['mfu_vs_measured_matmul']:.1f}% of {peak_measured / 1e12:.3f} TFLOP/s "
           "(a large matrix multiply measured here)")
     print(f"peak memory: {summary['peak_memory_mb']:.0f} MB")

@@ -129,14 +129,6 @@ def test_fused_adamw_on_the_cpu_takes_the_same_steps_as_the_reference():
     assert not torch.equal(models[0].token_embedding.weight, tiny_model().token_embedding.weight)  # they moved
 
 
-def test_the_book_optimizer_is_fused_on_the_cpu_when_the_loop_offers_it():
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    optimizer = configure_optimizer(tiny_model(), TrainConfig(max_steps=1, batch_size=1), "cpu")
-    if "fused" not in fields:
-        pytest.skip("this train.py has no TrainConfig.fused option yet")
-    assert optimizer.defaults.get("fused") is True
-
-
 def test_decay_applies_to_matrices_and_embeddings_only():
     model = tiny_model()
     decay, no_decay = configure_optimizer(model, TrainConfig(max_steps=1, batch_size=1), "cpu").param_groups[:2]
