@@ -264,3 +264,16 @@ def test_gpu_check_dry_run_resolves_every_step_without_training(tmp_path):
     assert len(chapters) >= 6
     assert all(entry["status"] in ("ready", "skipped (--skip)") for entry in chapters.values()), chapters
     assert not (tmp_path / "check" / "benchmark.log").read_text().count("tokens/s")  # nothing trained
+
+
+def test_every_prepared_wheel_is_known_to_gpu_check():
+    """prepare_gpu_wheels.sh downloads exactly the packages gpu_check.sh knows how to look for."""
+    import re
+
+    prepare = (ROOT / "benchmarks" / "prepare_gpu_wheels.sh").read_text()
+    check = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    pinned = re.findall(r"([A-Za-z][\w.-]*)==[\d.]+", prepare.split("PACKAGES=(")[1].split(")")[0])
+    wheel_prefixes = {name.lower().replace("-", "_") for name in pinned}  # wheel files use underscores
+    known = set(re.findall(r"\[(\w+)\]=", check.split("declare -A MODULE=(")[1].split(")")[0]))
+    assert wheel_prefixes == known, (wheel_prefixes ^ known)
+    assert "torch" not in wheel_prefixes  # the GPU machine brings its own
