@@ -48,7 +48,6 @@ def _display_function(output_dir: Path):
                 print(f"[display: {type(obj).__name__} written to {path}]")
             else:
                 print(repr(obj))
-        return None
 
     return display
 

@@ -125,7 +125,7 @@ def run_script(script: Path, budget: str, timeout: float, log: Path) -> dict:
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
         try:
-            process = subprocess.run([sys.executable, str(script)], stdout=handle, stderr=subprocess.STDOUT,
+            process = subprocess.run([sys.executable, str(script)], check=False, stdout=handle, stderr=subprocess.STDOUT,
                                      env=env, cwd=str(ROOT / "book"), timeout=timeout)
             status = "ok" if process.returncode == 0 else f"failed (exit {process.returncode})"
         except subprocess.TimeoutExpired:

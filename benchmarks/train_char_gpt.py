@@ -49,7 +49,6 @@ import sys
 import time
 
 import torch
-
 from llmbook import data, runtime
 from llmbook.models import GPT, GPTConfig
 from llmbook.tokenizers import CharTokenizer
