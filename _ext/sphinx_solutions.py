@@ -70,7 +70,11 @@ class RemoveHiddenSolutions(SphinxTransform):
             parent = marker.parent
             start = parent.index(marker)
             end = next(
-                (i for i in range(start + 1, len(parent.children)) if isinstance(parent.children[i], solution_end_node)),
+                (
+                    i
+                    for i in range(start + 1, len(parent.children))
+                    if isinstance(parent.children[i], solution_end_node)
+                ),
                 None,
             )
             if end is None:

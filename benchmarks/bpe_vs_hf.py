@@ -52,8 +52,12 @@ def compare(text: str, vocab_size: int, repeats: int) -> dict:
         assert ours.decode(ours_ids) == text, "our round trip failed"
         run = dict(ours_train=ours_train, peer_train=peer_train, ours_encode=ours_encode, peer_encode=peer_encode)
         best = {k: min(v, best.get(k, float("inf"))) for k, v in run.items()}
-    best.update(ours_tpb=len(ours_ids) / n_bytes, peer_tpb=len(peer_ids) / n_bytes,
-                ours_vocab=ours.vocab_size, peer_vocab=peer.get_vocab_size())
+    best.update(
+        ours_tpb=len(ours_ids) / n_bytes,
+        peer_tpb=len(peer_ids) / n_bytes,
+        ours_vocab=ours.vocab_size,
+        peer_vocab=peer.get_vocab_size(),
+    )
     return best
 
 
@@ -70,8 +74,12 @@ def main() -> None:
     print("-" * len(header))
     for vocab_size in args.vocab:
         r = compare(text, vocab_size, args.repeats)
-        print(f"{vocab_size:>6} {'llmbook':<16} {r['ours_train']:>10.2f} {r['ours_encode']:>11.2f} {r['ours_tpb']:>12.4f}")
-        print(f"{vocab_size:>6} {'HF tokenizers':<16} {r['peer_train']:>10.2f} {r['peer_encode']:>11.2f} {r['peer_tpb']:>12.4f}")
+        print(
+            f"{vocab_size:>6} {'llmbook':<16} {r['ours_train']:>10.2f} {r['ours_encode']:>11.2f} {r['ours_tpb']:>12.4f}"
+        )
+        print(
+            f"{vocab_size:>6} {'HF tokenizers':<16} {r['peer_train']:>10.2f} {r['peer_encode']:>11.2f} {r['peer_tpb']:>12.4f}"
+        )
         print(
             f"{vocab_size:>6} {'ratio ours/HF':<16} {r['ours_train'] / r['peer_train']:>10.2f} "
             f"{r['ours_encode'] / r['peer_encode']:>11.2f} {r['ours_tpb'] / r['peer_tpb']:>12.4f}"

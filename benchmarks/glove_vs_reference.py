@@ -83,8 +83,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2**14)
     parser.add_argument("--x-max", type=float, default=10.0)
     parser.add_argument("--alpha", type=float, default=0.75)
-    parser.add_argument("--device", default="cpu",
-                        help="where GloVe trains (default cpu, as the tables below; 'cuda' for a GPU)")
+    parser.add_argument(
+        "--device", default="cpu", help="where GloVe trains (default cpu, as the tables below; 'cuda' for a GPU)"
+    )
     parser.add_argument("--quick", action="store_true", help="skip the 15-epoch word2vec")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -92,7 +93,9 @@ def main() -> None:
 
     sentences = load_brown_sentences()
     vocab = glove.build_vocab(sentences, min_count=5)
-    print(f"Brown: {sum(map(len, sentences)):,} words, {len(sentences):,} sentences; vocabulary {len(vocab):,} (min count 5)")
+    print(
+        f"Brown: {sum(map(len, sentences)):,} words, {len(sentences):,} sentences; vocabulary {len(vocab):,} (min count 5)"
+    )
     rows = []
 
     start = time.perf_counter()
@@ -109,8 +112,10 @@ def main() -> None:
         history = result.history
         training = history["seconds"][-1]
         losses[optimizer] = history["loss"]
-        print(f"GloVe {optimizer} on {model.W.device}: {len(history['loss'])} epochs in {training:.1f} s, "
-              f"final loss {history['loss'][-1]:.4f}, {history['tokens_per_second'][-1]:,.0f} pairs/s")
+        print(
+            f"GloVe {optimizer} on {model.W.device}: {len(history['loss'])} epochs in {training:.1f} s, "
+            f"final loss {history['loss'][-1]:.4f}, {history['tokens_per_second'][-1]:,.0f} pairs/s"
+        )
         rows.append({"system": f"llmbook GloVe ({optimizer}, lr {lr} {schedule}, {len(history['loss'])} epochs, "
                                f"x_max {args.x_max:g}, dim {args.dim})",
                      "seconds": counting + training, **evaluate(model.vectors(), vocab)})  # fmt: skip
@@ -119,10 +124,18 @@ def main() -> None:
         vectors, seconds = glove.train_word2vec(
             sentences, vocab, n_embd=args.word2vec_dim, window=args.window, epochs=epochs, workers=args.threads
         )
-        rows.append({"system": f"gensim word2vec skip-gram ({epochs} epochs, dim {args.word2vec_dim})", "seconds": seconds, **evaluate(vectors, vocab)})
+        rows.append(
+            {
+                "system": f"gensim word2vec skip-gram ({epochs} epochs, dim {args.word2vec_dim})",
+                "seconds": seconds,
+                **evaluate(vectors, vocab),
+            }
+        )
 
     reference = rows[2]["seconds"]
-    print(f"\n{args.threads} threads, window {args.window}; GloVe time includes counting; ratio = time / word2vec 5 epochs\n")
+    print(
+        f"\n{args.threads} threads, window {args.window}; GloVe time includes counting; ratio = time / word2vec 5 epochs\n"
+    )
     print("| system | time (s) | ratio | analogy | WS-353 rho | SimLex rho |")
     print("|---|---|---|---|---|---|")
     for row in rows:

@@ -50,7 +50,9 @@ def notebook_source(path: Path) -> str:
         if tags & SKIPPED_TAGS:
             continue
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        lines = [("# (magic) " + line if line.lstrip().startswith(("%", "!")) else line) for line in source.splitlines()]
+        lines = [
+            ("# (magic) " + line if line.lstrip().startswith(("%", "!")) else line) for line in source.splitlines()
+        ]
         parts.append(f"# --- cell {number} ---\n" + "\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -89,8 +91,12 @@ def data_files_used(source: str) -> set[str]:
     for name in getattr(data, "REGISTRY", {}):
         if f'"{name}"' in source or f"'{name}'" in source:
             used.add(name)
-    loaders = {"load_brown_sentences": "brown.zip", "load_brown_words": "brown.zip",
-               "load_movie_reviews": "movie_reviews.zip", "load_text(": "tinyshakespeare.txt"}
+    loaders = {
+        "load_brown_sentences": "brown.zip",
+        "load_brown_words": "brown.zip",
+        "load_movie_reviews": "movie_reviews.zip",
+        "load_text(": "tinyshakespeare.txt",
+    }
     for call, name in loaders.items():
         if call in source:
             used.add(name)
@@ -125,8 +131,15 @@ def run_script(script: Path, budget: str, timeout: float, log: Path) -> dict:
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
         try:
-            process = subprocess.run([sys.executable, str(script)], check=False, stdout=handle, stderr=subprocess.STDOUT,
-                                     env=env, cwd=str(ROOT / "book"), timeout=timeout)
+            process = subprocess.run(
+                [sys.executable, str(script)],
+                check=False,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(ROOT / "book"),
+                timeout=timeout,
+            )
             status = "ok" if process.returncode == 0 else f"failed (exit {process.returncode})"
         except subprocess.TimeoutExpired:
             status = f"stopped at the {timeout:.0f} s limit"
@@ -142,8 +155,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="chapter numbers, e.g. 05 06")
     parser.add_argument("--skip", nargs="*", default=[], help="chapter numbers not to run (e.g. 03)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed to each chapter")
-    parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds for all chapters together: a chapter that would start later is not run")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds for all chapters together: a chapter that would start later is not run",
+    )
     parser.add_argument("--dry-run", action="store_true", help="build and check the scripts; run nothing")
     parser.add_argument("--json", default=None, help="write the per-chapter results to this file")
     args = parser.parse_args(argv)

@@ -49,6 +49,7 @@ import sys
 import time
 
 import torch
+
 from llmbook import data, runtime
 from llmbook.models import GPT, GPTConfig
 from llmbook.tokenizers import CharTokenizer
@@ -57,15 +58,37 @@ from llmbook.train import TokenBatcher, TrainConfig, evaluate, train
 CONFIGS = {
     "cpu": dict(
         model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False),
-        train=dict(max_steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup_steps=100, betas=(0.9, 0.99),
-                   weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_steps=20, log_interval=10),
+        train=dict(
+            max_steps=2000,
+            batch_size=12,
+            lr=1e-3,
+            min_lr=1e-4,
+            warmup_steps=100,
+            betas=(0.9, 0.99),
+            weight_decay=0.1,
+            grad_clip=1.0,
+            eval_interval=250,
+            eval_steps=20,
+            log_interval=10,
+        ),
         target=1.9075,
         reference="nanoGPT: val 1.9075 (mean of 3 seeds, 200 batches, SD 0.013) in 83.6 s wall on 2 idle cores",
     ),
     "gpu": dict(
         model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
-        train=dict(max_steps=5000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup_steps=100, betas=(0.9, 0.99),
-                   weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_steps=200, log_interval=10),
+        train=dict(
+            max_steps=5000,
+            batch_size=64,
+            lr=1e-3,
+            min_lr=1e-4,
+            warmup_steps=100,
+            betas=(0.9, 0.99),
+            weight_decay=0.1,
+            grad_clip=1.0,
+            eval_interval=250,
+            eval_steps=200,
+            log_interval=10,
+        ),
         target=1.47,
         reference="nanoGPT: val 1.4697 in about 3 min on one A100",
     ),
@@ -185,10 +208,15 @@ def run_one(args, chosen: dict, seed: int, device: torch.device) -> dict:
         runnable.flops_per_token = model.flops_per_token
     feeder = PinnedBatcher(batcher, pin=device.type == "cuda")
     if args.dry_run:  # everything resolved (data, model, options, device), nothing trained
-        return {"seed": seed, "dry_run": True, "parameters": model.num_params(), "device": str(device),
-                "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "betas"},
-                "compile": "TrainConfig.compile" if compiled_by_loop else ("torch.compile" if args.compile else "off"),
-                "amp": str(runtime.amp_dtype(device)) if device.type == "cuda" else "none (fp32 on the CPU)"}
+        return {
+            "seed": seed,
+            "dry_run": True,
+            "parameters": model.num_params(),
+            "device": str(device),
+            "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "betas"},
+            "compile": "TrainConfig.compile" if compiled_by_loop else ("torch.compile" if args.compile else "off"),
+            "amp": str(runtime.amp_dtype(device)) if device.type == "cuda" else "none (fp32 on the CPU)",
+        }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = train(runnable, feeder, config, device=device)
@@ -205,8 +233,15 @@ def run_one(args, chosen: dict, seed: int, device: torch.device) -> dict:
 
     # The steadier final estimate: many random validation batches from a generator of its own.
     eval_start = time.perf_counter()
-    final = evaluate(model, batcher, args.eval_batches, config.eval_batch_size or config.batch_size, device,
-                     seed=10_000 + seed, splits=("val",))["val"]
+    final = evaluate(
+        model,
+        batcher,
+        args.eval_batches,
+        config.eval_batch_size or config.batch_size,
+        device,
+        seed=10_000 + seed,
+        splits=("val",),
+    )["val"]
     eval_seconds = time.perf_counter() - eval_start
     target = args.target if args.target is not None else chosen["target"]
     return {
@@ -242,12 +277,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-batches", type=int, default=200, help="validation batches of the final estimate")
     parser.add_argument("--target", type=float, default=None, help="validation loss for time-to-target")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; CPU needs a C compiler)")
-    parser.add_argument("--fused", dest="fused", action="store_true", default=None,
-                        help="fused AdamW (when the book's TrainConfig has the option)")
+    parser.add_argument(
+        "--fused",
+        dest="fused",
+        action="store_true",
+        default=None,
+        help="fused AdamW (when the book's TrainConfig has the option)",
+    )
     parser.add_argument("--no-fused", dest="fused", action="store_false")
     parser.add_argument("--no-amp", action="store_true", help="fp32 even on a GPU with bf16/fp16")
-    parser.add_argument("--max-seconds", type=float, default=None,
-                        help="stop training after this many seconds of training (TrainConfig.max_seconds)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="stop training after this many seconds of training (TrainConfig.max_seconds)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="load data and build the model; train nothing")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -266,9 +310,11 @@ def main(argv=None) -> dict:
     if args.dry_run:
         plan = [run_one(args, chosen, seed, device) for seed in args.seeds]
         for entry in plan:
-            print(f"dry run, seed {entry['seed']}: {entry['parameters'] / 1e6:.2f} M parameters on {entry['device']}, "
-                  f"compile: {entry['compile']}, autocast: {entry['amp']}, "
-                  f"{entry['train_config']['max_steps']} steps of batch {entry['train_config']['batch_size']}")
+            print(
+                f"dry run, seed {entry['seed']}: {entry['parameters'] / 1e6:.2f} M parameters on {entry['device']}, "
+                f"compile: {entry['compile']}, autocast: {entry['amp']}, "
+                f"{entry['train_config']['max_steps']} steps of batch {entry['train_config']['batch_size']}"
+            )
         if args.json:
             with open(args.json, "w") as handle:
                 json.dump({"dry_run": True, "plan": plan}, handle, indent=1)
@@ -313,17 +359,23 @@ def main(argv=None) -> dict:
         "runs": runs,
         "reference": chosen["reference"],
     }
-    print(f"model: {summary['parameters'] / 1e6:.2f} M parameters, {runs[0]['steps']} steps, "
-          f"{flops_per_token / 1e6:.2f} MFLOPs per training token")
+    print(
+        f"model: {summary['parameters'] / 1e6:.2f} M parameters, {runs[0]['steps']} steps, "
+        f"{flops_per_token / 1e6:.2f} MFLOPs per training token"
+    )
     print(f"tokens/s: {tokens_per_second:,.0f} (all training tokens / all training time)")
-    print(f"MFU: {100 * summary['mfu']:.2f}% of {peak_sheet / 1e12:.3f} TFLOP/s ({summary['peak_flops_source']}); "
-          f"{100 * summary['mfu_vs_measured_matmul']:.1f}% of {peak_measured / 1e12:.3f} TFLOP/s "
-          "(a large matrix multiply measured here)")
+    print(
+        f"MFU: {100 * summary['mfu']:.2f}% of {peak_sheet / 1e12:.3f} TFLOP/s ({summary['peak_flops_source']}); "
+        f"{100 * summary['mfu_vs_measured_matmul']:.1f}% of {peak_measured / 1e12:.3f} TFLOP/s "
+        "(a large matrix multiply measured here)"
+    )
     print(f"peak memory: {summary['peak_memory_mb']:.0f} MB")
     sd = summary["val_loss_sd"]
-    print(f"validation loss over {len(runs)} seed(s): mean {summary['val_loss_mean']:.4f}"
-          + (f", SD {sd:.4f}" if len(runs) > 1 else "")
-          + f" | wall {summary['wall_seconds_mean']:.1f} s per run (training {summary['training_seconds_mean']:.1f} s)")
+    print(
+        f"validation loss over {len(runs)} seed(s): mean {summary['val_loss_mean']:.4f}"
+        + (f", SD {sd:.4f}" if len(runs) > 1 else "")
+        + f" | wall {summary['wall_seconds_mean']:.1f} s per run (training {summary['training_seconds_mean']:.1f} s)"
+    )
     print(f"reference: {chosen['reference']}")
     if args.json:
         with open(args.json, "w") as handle:

@@ -119,14 +119,29 @@ CASES = [
     ("gpt-targets-all-ignored", lambda: gpt()(IDS, torch.full((1, 3), -100)), ValueError, "-100"),
     ("gpt-formula-from-dict", lambda: M.gpt_num_params_formula({"vocab_size": 11}), TypeError, "dict"),
     ("gpt-flops-zero-context", lambda: gpt().flops_per_token(context=0), ValueError, "got 0"),
-    ("bert-additive-mask-inf", lambda: bert()(IDS, attention_mask=torch.tensor([[0.0, 0.0, -INF]])), ValueError, "-inf"),
-    ("bert-additive-mask-10000", lambda: bert()(IDS, attention_mask=torch.tensor([[0.0, -10000.0, 0.0]])), ValueError, "-10000"),
+    (
+        "bert-additive-mask-inf",
+        lambda: bert()(IDS, attention_mask=torch.tensor([[0.0, 0.0, -INF]])),
+        ValueError,
+        "-inf",
+    ),
+    (
+        "bert-additive-mask-10000",
+        lambda: bert()(IDS, attention_mask=torch.tensor([[0.0, -10000.0, 0.0]])),
+        ValueError,
+        "-10000",
+    ),
     ("bert-mask-value-2", lambda: bert()(IDS, attention_mask=torch.tensor([[1, 2, 1]])), ValueError, "2"),
     ("bert-mask-shape", lambda: bert()(IDS, attention_mask=torch.ones(1, 4)), ValueError, "(1, 4)"),
     ("bert-mask-all-padding", lambda: bert()(IDS, attention_mask=torch.zeros(1, 3)), ValueError, "sequence 0"),
     ("bert-mask-list", lambda: bert()(IDS, attention_mask=[[1, 1, 1]]), TypeError, "list"),
     ("bert-segment-too-large", lambda: bert(n_segments=2)(IDS, segment_ids=torch.tensor([[0, 1, 2]])), ValueError, "2"),
-    ("bert-segment-without-embedding", lambda: bert()(IDS, segment_ids=torch.zeros(1, 3, dtype=torch.long)), ValueError, "n_segments"),
+    (
+        "bert-segment-without-embedding",
+        lambda: bert()(IDS, segment_ids=torch.zeros(1, 3, dtype=torch.long)),
+        ValueError,
+        "n_segments",
+    ),
     ("bert-label-outside", lambda: bert().classify(IDS, labels=torch.tensor([5])), ValueError, "5"),
     ("bert-label-float", lambda: bert().classify(IDS, labels=torch.tensor([0.0])), ValueError, "float32"),
     ("mlp-dropout", lambda: M.MLP(8, dropout=1.5), ValueError, "1.5"),
@@ -139,14 +154,31 @@ CASES = [
     ("mha-negative-dropout", lambda: A.MultiHeadAttention(8, 2, dropout=-0.1), ValueError, "-0.1"),
     ("mha-batch-first-string", lambda: A.MultiHeadAttention(8, 2, batch_first="no"), TypeError, "'no'"),
     ("mha-list-input", lambda: mha()([[0.0] * 8]), TypeError, "list"),
-    ("mha-float-mask-causal", lambda: mha()(torch.randn(1, 3, 8), mask=torch.ones(3, 3), is_causal=True), TypeError, "float32"),
+    (
+        "mha-float-mask-causal",
+        lambda: mha()(torch.randn(1, 3, 8), mask=torch.ones(3, 3), is_causal=True),
+        TypeError,
+        "float32",
+    ),
     ("mha-batch-mismatch", lambda: mha()(torch.randn(1, 3, 8), torch.randn(2, 3, 8)), ValueError, "2"),
     ("mha-int-input", lambda: mha()(torch.ones(1, 3, 8, dtype=torch.long)), TypeError, "int64"),
     ("split-heads-wrong-width", lambda: mha().split_heads(torch.randn(1, 3, 6)), ValueError, "(1, 3, 6)"),
     ("merge-heads-3d", lambda: A.MultiHeadAttention.merge_heads(torch.randn(1, 3, 8)), ValueError, "(1, 3, 8)"),
     ("mha-load-from-linear", lambda: mha().load_from_torch(torch.nn.Linear(8, 8)), TypeError, "Linear"),
-    ("sdpa-dropout", lambda: A.scaled_dot_product_attention(*torch.randn(3, 1, 2, 4), dropout_p=2.0, training=True), ValueError, "2.0"),
-    ("sdpa-mixed-dtypes", lambda: A.scaled_dot_product_attention(torch.randn(1, 2, 4), torch.randn(1, 2, 4).double(), torch.randn(1, 2, 4)), TypeError, "float64"),
+    (
+        "sdpa-dropout",
+        lambda: A.scaled_dot_product_attention(*torch.randn(3, 1, 2, 4), dropout_p=2.0, training=True),
+        ValueError,
+        "2.0",
+    ),
+    (
+        "sdpa-mixed-dtypes",
+        lambda: A.scaled_dot_product_attention(
+            torch.randn(1, 2, 4), torch.randn(1, 2, 4).double(), torch.randn(1, 2, 4)
+        ),
+        TypeError,
+        "float64",
+    ),
     ("sdpa-list", lambda: A.scaled_dot_product_attention([[1.0]], [[1.0]], [[1.0]]), TypeError, "list"),
     ("causal-mask-float", lambda: A.causal_mask(2.5), ValueError, "2.5"),
     ("causal-mask-zero", lambda: A.causal_mask(0), ValueError, "got 0"),
@@ -158,7 +190,12 @@ CASES = [
     ("learned-float-positions", lambda: A.LearnedPositions(4, 6)(torch.tensor([0.5])), ValueError, "float32"),
     ("learned-zero-length", lambda: A.LearnedPositions(0, 6), ValueError, "got 0"),
     ("rope-zero-base", lambda: A.apply_rope(torch.randn(1, 1, 3, 4), base=0.0), ValueError, "0.0"),
-    ("rope-float-positions", lambda: A.apply_rope(torch.randn(1, 1, 3, 4), torch.tensor([0.0, 1.5, 2.0])), ValueError, "float32"),
+    (
+        "rope-float-positions",
+        lambda: A.apply_rope(torch.randn(1, 1, 3, 4), torch.tensor([0.0, 1.5, 2.0])),
+        ValueError,
+        "float32",
+    ),
     # recurrent models
     ("lstm-config-zero-hidden", lambda: lstm_config(hidden_dim=0), ValueError, "got 0"),
     ("lstm-config-nan-dropout", lambda: lstm_config(dropout=NAN), ValueError, "nan"),
@@ -167,10 +204,20 @@ CASES = [
     ("lstm-negative-id", lambda: lstm_lm()(torch.tensor([[-3, 1]])), ValueError, "-3"),
     ("lstm-float-ids", lambda: lstm_lm()(IDS.float()), ValueError, "float32"),
     ("lstm-target-past-vocab", lambda: lstm_lm()(IDS, torch.tensor([[1, 20, 2]])), ValueError, "20"),
-    ("lstm-state-wrong-layers", lambda: lstm_lm()(IDS, state=(torch.zeros(2, 1, 6), torch.zeros(2, 1, 6))), ValueError, "(2, 1, 6)"),
+    (
+        "lstm-state-wrong-layers",
+        lambda: lstm_lm()(IDS, state=(torch.zeros(2, 1, 6), torch.zeros(2, 1, 6))),
+        ValueError,
+        "(2, 1, 6)",
+    ),
     ("lstm-state-not-pair", lambda: lstm_lm()(IDS, state=torch.zeros(1, 1, 6)), TypeError, "Tensor"),
     ("lstm-from-ints", lambda: R.LSTMLanguageModel(11, 4, 6), TypeError, "(11, 4, 6)"),
-    ("lstm-hidden-for-huge-target-is-fast", lambda: R.hidden_dim_for_params(10**18, 11, 4, 1) and R.hidden_dim_for_params(-5, 11, 4, 1), ValueError, "-5"),
+    (
+        "lstm-hidden-for-huge-target-is-fast",
+        lambda: R.hidden_dim_for_params(10**18, 11, 4, 1) and R.hidden_dim_for_params(-5, 11, 4, 1),
+        ValueError,
+        "-5",
+    ),
     ("lstm-hidden-for-too-few", lambda: R.hidden_dim_for_params(10, 11, 4, 1), ValueError, "10"),
     ("classifier-one-class", lambda: lstm_classifier(num_classes=1), ValueError, "got 1"),
     ("classifier-pad-outside", lambda: lstm_classifier(pad_id=11), ValueError, "11"),
@@ -180,7 +227,12 @@ CASES = [
     # tokenizers
     ("char-repeated", lambda: TK.CharTokenizer(["a", "b", "a"]), ValueError, "'a'"),
     ("char-not-a-character", lambda: TK.CharTokenizer(["ab", "c"]), ValueError, "'ab'"),
-    ("char-load-corrupt", lambda: TK.CharTokenizer.load(file_with('{"type": "char", "chars": [')), ValueError, "corrupt"),
+    (
+        "char-load-corrupt",
+        lambda: TK.CharTokenizer.load(file_with('{"type": "char", "chars": [')),
+        ValueError,
+        "corrupt",
+    ),
     ("char-load-no-chars", lambda: TK.CharTokenizer.load(file_with('{"type": "char"}')), ValueError, "chars"),
     ("char-decode-negative", lambda: char_tokenizer().decode([-1]), ValueError, "-1"),
     ("char-decode-ignore-index", lambda: char_tokenizer().decode(torch.tensor([0, -100])), ValueError, "-100"),
@@ -196,29 +248,76 @@ CASES = [
     ("word-min-count-zero", lambda: TK.WordTokenizer.train("a b", min_count=0), ValueError, "got 0"),
     ("word-min-count-too-high", lambda: TK.WordTokenizer.train("a b a", min_count=5), ValueError, "min_count=5"),
     ("word-normalization", lambda: TK.WordTokenizer(normalization="nfkc"), ValueError, "'nfkc'"),
-    ("word-load-truncated", lambda: TK.WordTokenizer.load(file_with('{"type": "word", "words": ["<u')), ValueError, "corrupt"),
+    (
+        "word-load-truncated",
+        lambda: TK.WordTokenizer.load(file_with('{"type": "word", "words": ["<u')),
+        ValueError,
+        "corrupt",
+    ),
     ("bpe-special-string", lambda: TK.BPETokenizer(special_tokens="<eot>"), TypeError, "'<eot>'"),
-    ("bpe-train-special-string", lambda: TK.BPETokenizer.train("abab", 300, special_tokens="<eot>"), TypeError, "'<eot>'"),
-    ("bpe-special-twice", lambda: TK.BPETokenizer.train("abab", 300, special_tokens=["<e>", "<e>"]), ValueError, "'<e>'"),
+    (
+        "bpe-train-special-string",
+        lambda: TK.BPETokenizer.train("abab", 300, special_tokens="<eot>"),
+        TypeError,
+        "'<eot>'",
+    ),
+    (
+        "bpe-special-twice",
+        lambda: TK.BPETokenizer.train("abab", 300, special_tokens=["<e>", "<e>"]),
+        ValueError,
+        "'<e>'",
+    ),
     ("bpe-pattern-drops-text", lambda: TK.BPETokenizer(pattern="x").encode("abab"), ValueError, "'x'"),
     ("bpe-pattern-groups", lambda: TK.BPETokenizer(pattern="(a)|(b)"), ValueError, "(a)|(b)"),
     ("bpe-pattern-invalid", lambda: TK.BPETokenizer(pattern="(a"), ValueError, "(a"),
     ("bpe-pattern-capture-group", lambda: TK.BPETokenizer(pattern=r"(a+)+$"), ValueError, "(a+)+$"),
-    ("bpe-pattern-hangs", lambda: TK.BPETokenizer(pattern=r"(?:a|a)+$|.").encode("a" * 40 + "!"), ValueError, "(?:a|a)+$|."),
+    (
+        "bpe-pattern-hangs",
+        lambda: TK.BPETokenizer(pattern=r"(?:a|a)+$|.").encode("a" * 40 + "!"),
+        ValueError,
+        "(?:a|a)+$|.",
+    ),
     ("bpe-decode-negative", lambda: TK.BPETokenizer().decode([-1]), ValueError, "-1"),
     ("bpe-decode-outside", lambda: TK.BPETokenizer().decode([256]), ValueError, "256"),
     ("bpe-decode-float", lambda: TK.BPETokenizer().decode([65.5]), ValueError, "float"),
-    ("bpe-allowed-special-string", lambda: TK.BPETokenizer(special_tokens=["<e>"]).encode("x", allowed_special="<e>"), ValueError, "'<e>'"),
+    (
+        "bpe-allowed-special-string",
+        lambda: TK.BPETokenizer(special_tokens=["<e>"]).encode("x", allowed_special="<e>"),
+        ValueError,
+        "'<e>'",
+    ),
     ("bpe-train-vocab-float", lambda: TK.BPETokenizer.train("abc", vocab_size=300.0), ValueError, "300.0"),
     ("bpe-merge-triple", lambda: TK.BPETokenizer(merges=[(1, 2, 3)]), ValueError, "(1, 2, 3)"),
-    ("bpe-load-merges-string", lambda: TK.BPETokenizer.load(file_with(json.dumps(
-        {"type": "bpe", "pattern": "a", "merges": "12", "special_tokens": []}))), ValueError, "merges"),
-    ("bpe-load-char-file", lambda: TK.BPETokenizer.load(file_with('{"type": "char", "chars": ["a"]}')), ValueError, "'char'"),
-    ("bpe-load-special-string", lambda: TK.BPETokenizer.load(file_with(json.dumps(
-        {"type": "bpe", "pattern": ".", "merges": [], "special_tokens": "<eot>"}))), ValueError, "'<eot>'"),
+    (
+        "bpe-load-merges-string",
+        lambda: TK.BPETokenizer.load(
+            file_with(json.dumps({"type": "bpe", "pattern": "a", "merges": "12", "special_tokens": []}))
+        ),
+        ValueError,
+        "merges",
+    ),
+    (
+        "bpe-load-char-file",
+        lambda: TK.BPETokenizer.load(file_with('{"type": "char", "chars": ["a"]}')),
+        ValueError,
+        "'char'",
+    ),
+    (
+        "bpe-load-special-string",
+        lambda: TK.BPETokenizer.load(
+            file_with(json.dumps({"type": "bpe", "pattern": ".", "merges": [], "special_tokens": "<eot>"}))
+        ),
+        ValueError,
+        "'<eot>'",
+    ),
     ("bpe-encode-bytes", lambda: TK.BPETokenizer().encode(b"abc"), TypeError, "bytes"),
     # generation
-    ("greedy-several-sequences", lambda: G.generate(gpt(), IDS, 2, greedy=True, num_return_sequences=2), ValueError, "num_return_sequences=2"),
+    (
+        "greedy-several-sequences",
+        lambda: G.generate(gpt(), IDS, 2, greedy=True, num_return_sequences=2),
+        ValueError,
+        "num_return_sequences=2",
+    ),
     ("temperature-inf", lambda: G.generate(gpt(), IDS, 2, temperature=INF), ValueError, "inf"),
     ("temperature-zero", lambda: G.generate(gpt(), IDS, 2, temperature=0), ValueError, "got 0"),
     ("temperature-negative", lambda: G.generate(gpt(), IDS, 2, temperature=-1.0), ValueError, "-1.0"),
@@ -338,7 +437,9 @@ def test_any_integer_dtype_of_ids_targets_and_labels_gives_the_same_result(dtype
     got = gpt()(IDS.to(dtype), IDS.to(dtype))
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(lstm_lm()(IDS.to(dtype), IDS.to(dtype)), lstm_lm()(IDS, IDS))
-    torch.testing.assert_close(bert().classify(IDS.to(dtype), torch.tensor([1], dtype=dtype)), bert().classify(IDS, torch.tensor([1])))
+    torch.testing.assert_close(
+        bert().classify(IDS.to(dtype), torch.tensor([1], dtype=dtype)), bert().classify(IDS, torch.tensor([1]))
+    )
     torch.testing.assert_close(
         lstm_classifier()(IDS.to(dtype), torch.tensor([1], dtype=dtype)), lstm_classifier()(IDS, torch.tensor([1]))
     )

@@ -111,7 +111,9 @@ def cell_source(cell: dict) -> str:
 
 def test_every_toc_entry_exists_exactly_once():
     files = toc_files()
-    assert len(files) == len(set(files)), f"listed twice in _toc.yml: {sorted({f for f in files if files.count(f) > 1})}"
+    assert len(files) == len(set(files)), (
+        f"listed twice in _toc.yml: {sorted({f for f in files if files.count(f) > 1})}"
+    )
     missing = [file for file in files if not any((ROOT / f"{file}{suffix}").is_file() for suffix in (".md", ".ipynb"))]
     assert not missing, f"_toc.yml lists files that do not exist: {missing}"
 
@@ -218,7 +220,9 @@ def node_modules() -> Path:
         return folder
     npm = shutil.which("npm")
     if npm is None:
-        pytest.fail("the browser test needs npm (Node.js) to install its local copies of the CDN files: apt-get install npm")
+        pytest.fail(
+            "the browser test needs npm (Node.js) to install its local copies of the CDN files: apt-get install npm"
+        )
     result = subprocess.run(
         [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=BROWSER_ASSETS,
@@ -343,22 +347,28 @@ def open_page(browser, book_url, node_modules):
         pages.append(page)
         page.on(
             "console",
-            lambda message: visit.console_errors.append(f"{message.text} ({message.location.get('url', '')})")
-            if message.type == "error"
-            else None,
+            lambda message: (
+                visit.console_errors.append(f"{message.text} ({message.location.get('url', '')})")
+                if message.type == "error"
+                else None
+            ),
         )
         page.on("pageerror", lambda error: visit.console_errors.append(f"uncaught: {error}"))
         page.on(
             "requestfailed",
-            lambda request: None
-            if (request.failure or "").endswith("ERR_BLOCKED_BY_CLIENT")
-            else visit.failed_requests.append(f"{request.url}: {request.failure}"),
+            lambda request: (
+                None
+                if (request.failure or "").endswith("ERR_BLOCKED_BY_CLIENT")
+                else visit.failed_requests.append(f"{request.url}: {request.failure}")
+            ),
         )
         page.on(
             "response",
-            lambda response: visit.failed_requests.append(f"{response.url}: HTTP {response.status}")
-            if response.status >= 400
-            else None,
+            lambda response: (
+                visit.failed_requests.append(f"{response.url}: HTTP {response.status}")
+                if response.status >= 400
+                else None
+            ),
         )
         page.goto(f"{book_url}/{document}.html", wait_until="networkidle", timeout=60_000)
 
@@ -405,6 +415,10 @@ def html_pages() -> list[str]:
     return toc_files()
 
 
+# Pages whose outputs are still known to be too wide, with the reason (none now); see html_pages_except_known.
+WIDE_OUTPUTS: dict[str, str] = {}
+
+
 def html_pages_except_known(known: dict[str, str]) -> list:
     """``html_pages()``, with the pages of ``known`` (page -> what remains) as strict xfails.
 
@@ -418,12 +432,6 @@ def html_pages_except_known(known: dict[str, str]) -> list:
         else page
         for page in html_pages()
     ]
-
-
-# show_source listings that are still wider than the column: ruff reflows the code at 76 columns, but not
-# the library's docstrings, comments and long string literals, which the library must shorten itself.
-_LISTINGS = "show_source listings with docstring, comment or string lines over 76 columns in llmbook"
-WIDE_OUTPUTS: dict[str, str] = {}  # page -> why its outputs are still too wide (none now)
 
 
 @pytest.mark.book
@@ -720,7 +728,9 @@ def test_page_has_no_display_equation_or_output_wider_than_the_text_column(open_
         for item in measured["outputs"]
         if item["width"] > column + 1 or item["clipped"]
     ]
-    assert not problems, f"{document}: wider than the text column (cut off or behind a scroll bar):\n" + "\n".join(problems)
+    assert not problems, f"{document}: wider than the text column (cut off or behind a scroll bar):\n" + "\n".join(
+        problems
+    )
 
 
 @pytest.mark.book
@@ -739,7 +749,9 @@ def test_page_has_no_code_cell_wider_than_the_text_column(open_page, document):
         for item in measured["inputs"]
         if item["clipped"] or item["width"] > column + 1
     ]
-    assert not problems, f"{document}: code cells wider than the text column (behind a scroll bar):\n" + "\n".join(problems)
+    assert not problems, f"{document}: code cells wider than the text column (behind a scroll bar):\n" + "\n".join(
+        problems
+    )
 
 
 @pytest.mark.book
@@ -761,7 +773,9 @@ def test_page_outputs_show_no_warning_on_stderr(open_page, document):
     )
     problems = [
         f"{_cell_name(cells, item['cell'])} prints on stderr: "
-        + next((line.strip() for line in item["text"].splitlines() if re.search(r"Warning|WARNING|warn", line)), "")[:160]
+        + next((line.strip() for line in item["text"].splitlines() if re.search(r"Warning|WARNING|warn", line)), "")[
+            :160
+        ]
         for item in warnings
     ]
     assert not problems, f"{document}: warnings in the outputs:\n" + "\n".join(problems)
@@ -836,11 +850,15 @@ def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, b
             continue
         points, dpi = record
         if not image["natural"] or not image["displayed"]:
-            problems.append(f"{where}: the picture is not displayed ({image['displayed']:.0f} of {image['natural']} px)")
+            problems.append(
+                f"{where}: the picture is not displayed ({image['displayed']:.0f} of {image['natural']} px)"
+            )
             continue
         shape, shown_shape = image["naturalHeight"] / image["natural"], image["displayedHeight"] / image["displayed"]
         if abs(shown_shape / shape - 1) > 0.02:  # a fixed height in the <img> style and a width scaled to the column
-            problems.append(f"{where}: squashed, height/width {shown_shape:.3f} as displayed, {shape:.3f} in the picture")
+            problems.append(
+                f"{where}: squashed, height/width {shown_shape:.3f} as displayed, {shape:.3f} in the picture"
+            )
         px = points * dpi / 72 * image["displayed"] / image["natural"]
         if px < SMALLEST_TEXT_PX:
             problems.append(
@@ -870,7 +888,7 @@ def chapter_numbers() -> dict[int, str]:
 @pytest.mark.book
 @pytest.mark.parametrize("document", html_pages())
 def test_page_links_every_mention_of_an_existing_chapter(open_page, document):
-    """"Chapter 4" in the prose is a link to chapter 4 whenever chapter 4 is in the book.
+    """ "Chapter 4" in the prose is a link to chapter 4 whenever chapter 4 is in the book.
 
     Counted: "Chapter N"/"chapter N"/"Chapters N" in the article's text outside links, headings, code,
     outputs, maths and diagrams, for every N of ``_toc.yml``, except a page's mentions of its own number.
@@ -988,7 +1006,9 @@ print(json.dumps({"mimes": sorted(data), "metadata": metadata, "record": figures
                   "png_width": int.from_bytes(png[16:20], "big")}))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "code"), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout.strip().splitlines()[-1])
     assert shown["mimes"] == ["image/png", "text/plain"]  # no second copy as SVG or PDF

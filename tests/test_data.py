@@ -395,11 +395,20 @@ def test_batchers_stay_importable_from_llmbook_train():
         (lambda: data.TokenBatcher(torch.arange(100.0), torch.arange(100), block_size=4), "integer token ids"),
         (lambda: data.TokenBatcher(torch.arange(-5, 95), torch.arange(100), block_size=4), "negative token id -5"),
         (lambda: data.TokenBatcher(torch.ones(10, 10), torch.arange(100), block_size=4), "1-D sequence"),
-        (lambda: data.MaskedLMBatcher(torch.arange(100), torch.arange(100), 4, mask_token_id=0, vocab_size=100,
-                                      mask_prob=float("nan")), "mask_prob must be a finite number"),
-        (lambda: data.MaskedLMBatcher(torch.arange(100), torch.arange(100), 4, mask_token_id=100, vocab_size=100),
-         "mask_token_id 100 is outside"),
-        (lambda: data.TokenBatcher(torch.arange(100), torch.arange(100), 4).get_batch("train", 0), "batch_size must be"),
+        (
+            lambda: data.MaskedLMBatcher(
+                torch.arange(100), torch.arange(100), 4, mask_token_id=0, vocab_size=100, mask_prob=float("nan")
+            ),
+            "mask_prob must be a finite number",
+        ),
+        (
+            lambda: data.MaskedLMBatcher(torch.arange(100), torch.arange(100), 4, mask_token_id=100, vocab_size=100),
+            "mask_token_id 100 is outside",
+        ),
+        (
+            lambda: data.TokenBatcher(torch.arange(100), torch.arange(100), 4).get_batch("train", 0),
+            "batch_size must be",
+        ),
     ],
 )
 def test_batchers_reject_bad_arguments_by_name(make, message):

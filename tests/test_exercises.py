@@ -53,7 +53,9 @@ def _exercises_of(path: Path) -> list:
 
 # Chapters whose notebooks mention exercises or solutions at all; a malformed one must fail one test, not collection.
 NOTEBOOKS = [
-    p for p in sorted(BOOK.glob("*.ipynb")) if "{exercise" in p.read_text(encoding="utf-8") or "BEGIN SOLUTION" in p.read_text(encoding="utf-8")
+    p
+    for p in sorted(BOOK.glob("*.ipynb"))
+    if "{exercise" in p.read_text(encoding="utf-8") or "BEGIN SOLUTION" in p.read_text(encoding="utf-8")
 ] + [FIXTURE_NOTEBOOK]
 EXERCISES = [(path, cells) for path in NOTEBOOKS for cells in _exercises_of(path)]
 
@@ -106,10 +108,16 @@ def test_every_registered_check_appears_in_a_chapter_notebook(chapter):
 @pytest.mark.parametrize("item", EXERCISES, ids=_exercise_param)
 def test_each_exercise_has_a_solution_cell_with_markers_and_a_check_cell_after_it(item):
     notebook, cells = item
-    assert cells.solution_cell is not None, f"{notebook.name}: {cells.label} has no {{solution-start}}/{{solution-end}} pair"
-    assert solution_body_lines(cells.solution_source), f"{notebook.name}: {cells.label}'s solution has no ### BEGIN/END SOLUTION block"
+    assert cells.solution_cell is not None, (
+        f"{notebook.name}: {cells.label} has no {{solution-start}}/{{solution-end}} pair"
+    )
+    assert solution_body_lines(cells.solution_source), (
+        f"{notebook.name}: {cells.label}'s solution has no ### BEGIN/END SOLUTION block"
+    )
     assert cells.check_cell is not None, f'{notebook.name}: no code cell calls check("{cells.exercise_id}")'
-    assert cells.check_cell > cells.solution_cell, f"{notebook.name}: the check of {cells.label} comes before its solution"
+    assert cells.check_cell > cells.solution_cell, (
+        f"{notebook.name}: the check of {cells.label} comes before its solution"
+    )
 
 
 @pytest.mark.parametrize("item", EXERCISES, ids=_exercise_param)
@@ -117,7 +125,9 @@ def test_reference_solution_passes_its_check(item):
     notebook, cells = item
     namespace = _exec_cell(cells.solution_source, f"{cells.exercise_id} solution")
     result = run(cells.exercise_id, namespace=namespace)
-    assert result.passed, f"{notebook.name}: the reference solution of {cells.exercise_id} fails its own check: {result.message}"
+    assert result.passed, (
+        f"{notebook.name}: the reference solution of {cells.exercise_id} fails its own check: {result.message}"
+    )
 
 
 @pytest.mark.parametrize("chapter", chapter_modules() + ["ch99"])
@@ -126,7 +136,9 @@ def test_every_plausible_wrong_answer_is_rejected_with_a_message(chapter):
     problems = []
     for ex in all_exercises(chapter):
         if not ex.wrong:
-            problems.append(f"{ex.id} lists no plausible wrong answers (wrong=[...]): nothing proves its check can fail")
+            problems.append(
+                f"{ex.id} lists no plausible wrong answers (wrong=[...]): nothing proves its check can fail"
+            )
         for wrong in ex.wrong:
             result = run(ex.id, wrong)
             if result.passed:
@@ -134,7 +146,9 @@ def test_every_plausible_wrong_answer_is_rejected_with_a_message(chapter):
             elif result.unanswered or len(result.message) <= 10:
                 problems.append(f"{ex.id}: unhelpful message for {wrong!r}: {result.message!r}")
             elif isinstance(wrong, (int, str)) and not isinstance(wrong, bool) and str(wrong) not in result.message:
-                problems.append(f"{ex.id}: the message for {wrong!r} should show the student's value: {result.message!r}")
+                problems.append(
+                    f"{ex.id}: the message for {wrong!r} should show the student's value: {result.message!r}"
+                )
     assert not problems, "\n".join(problems)
 
 
@@ -155,7 +169,9 @@ def test_student_edition_contains_no_solution_line(notebook):
     for cells in found:
         for line in solution_body_lines(cells.solution_source):
             if line not in elsewhere:
-                assert line not in text, f"{notebook.name}: the student edition shows solution line {line!r} of {cells.label}"
+                assert line not in text, (
+                    f"{notebook.name}: the student edition shows solution line {line!r} of {cells.label}"
+                )
     assert "### BEGIN SOLUTION" not in text and "{solution-start}" not in text and "{solution-end}" not in text
     assert check_ids(student) == check_ids(original), "the student edition must keep every check cell"
     assert all(not c.get("outputs") for c in student["cells"] if c["cell_type"] == "code")
@@ -203,18 +219,35 @@ def _analogy_keeping_the_question(vectors, words, a, b, c):
 
 
 MISTAKES = [
-    ("ch03.weighting", "no cap at 1", lambda x, x_max, alpha: (np.asarray(x) / x_max) ** alpha, "min(1, (x / x_max) ** alpha)"),
-    ("ch03.weighting", "alpha ignored", lambda x, x_max, alpha: np.minimum(1, np.asarray(x) / x_max), "alpha = 0.75 you return"),
+    (
+        "ch03.weighting",
+        "no cap at 1",
+        lambda x, x_max, alpha: (np.asarray(x) / x_max) ** alpha,
+        "min(1, (x / x_max) ** alpha)",
+    ),
+    (
+        "ch03.weighting",
+        "alpha ignored",
+        lambda x, x_max, alpha: np.minimum(1, np.asarray(x) / x_max),
+        "alpha = 0.75 you return",
+    ),
     ("ch03.weighting", "one weight for all", lambda x, x_max, alpha: 1.0, "one weight per count"),
     ("ch03.window_counts", "uniform weights", lambda t, w: _counts(t, w, weighting="uniform"), "add 1/d"),
     ("ch03.window_counts", "left context only", lambda t, w: _counts(t, w, symmetric=False), "lack the pairs"),
     ("ch03.window_counts", "window one too wide", lambda t, w: _counts(t, w + 1), "should not be there"),
     ("ch03.window_counts", "a list of pairs", lambda t, w: list(_counts(t, w).items()), "should return a dict"),
-    ("ch03.glove_loss", "unweighted", lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: 1).sum(), "expected"),
+    (
+        "ch03.glove_loss",
+        "unweighted",
+        lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: 1).sum(),
+        "expected",
+    ),
     (
         "ch03.glove_loss",
         "mean instead of sum",
-        lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, a)).mean(),
+        lambda W, Wt, b, bt, X, x_max, a: _nonzero_loss(
+            W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, a)
+        ).mean(),
         "J = sum over nonzero X_ij",
     ),
     (
@@ -227,13 +260,28 @@ MISTAKES = [
     ("ch03.solve_analogy", "a, b or c answered", _analogy_keeping_the_question, "exclude a, b and c"),
     ("ch03.solve_analogy", "dot product, not cosine", _dot_product_analogy, "cosine"),
     ("ch04.causal_mask", "the future, not the past", lambda T: torch.ones(T, T, dtype=torch.bool).triu(), "key j <= i"),
-    ("ch04.causal_mask", "diagonal blocked", lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "including the diagonal"),
+    (
+        "ch04.causal_mask",
+        "diagonal blocked",
+        lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1),
+        "including the diagonal",
+    ),
     ("ch04.causal_mask", "float mask", lambda T: torch.ones(T, T).tril(), "return a bool tensor"),
     ("ch04.causal_mask", "PyTorch's True = blocked", lambda T: ~attention.causal_mask(T), "True where key j <= i"),
     ("ch04.causal_mask", "a list", lambda T: attention.causal_mask(T).tolist(), "return a torch.Tensor"),
     ("ch04.split_heads", "no transpose", lambda x, h: x.view(x.shape[0], x.shape[1], h, -1), "expected (B, H, T, E/H)"),
-    ("ch04.split_heads", "reshape straight to (B, H, T, E/H)", lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1), "wrong numbers"),
-    ("ch04.split_heads", "heads interleaved", lambda x, h: x.view(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2), "wrong numbers"),
+    (
+        "ch04.split_heads",
+        "reshape straight to (B, H, T, E/H)",
+        lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1),
+        "wrong numbers",
+    ),
+    (
+        "ch04.split_heads",
+        "heads interleaved",
+        lambda x, h: x.view(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2),
+        "wrong numbers",
+    ),
 ]
 
 
@@ -247,8 +295,12 @@ def test_chapter_3_and_4_checks_reject_each_plausible_mistake_with_a_hint(exerci
 LIBRARY_ANSWERS = {
     "ch03.weighting": lambda x, x_max, alpha: glove.glove_weight(torch.as_tensor(x), x_max, alpha).numpy(),
     "ch03.window_counts": lambda tokens, window: _counts(tokens, window),
-    "ch03.glove_loss": lambda W, Wt, b, bt, X, x_max, alpha: _nonzero_loss(W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, alpha)).sum(),
-    "ch03.solve_analogy": lambda vectors, words, a, b, c: glove.analogy(vectors, glove.Vocab(list(words), [1] * len(words)), a, b, c),
+    "ch03.glove_loss": lambda W, Wt, b, bt, X, x_max, alpha: _nonzero_loss(
+        W, Wt, b, bt, X, lambda x: glove.glove_weight(x, x_max, alpha)
+    ).sum(),
+    "ch03.solve_analogy": lambda vectors, words, a, b, c: glove.analogy(
+        vectors, glove.Vocab(list(words), [1] * len(words)), a, b, c
+    ),
     "ch04.causal_mask": lambda T: attention.causal_mask(T),
     "ch04.split_heads": lambda x, h: attention.MultiHeadAttention(x.shape[-1], h).split_heads(x),
 }
@@ -362,7 +414,9 @@ def test_stub_keeps_the_def_line_and_the_indentation():
 def test_top_level_stub_names_what_the_student_must_define():
     source = "### BEGIN SOLUTION\nprediction: int = 8\nspread = prediction - 1\nif spread == 7:\n    inner = 1\n### END SOLUTION"
     assert strip_solution(source) == "# YOUR CODE HERE: define `prediction`, `spread`\nraise NotImplementedError()"
-    assert strip_solution("### BEGIN SOLUTION\ndef f(x):\n    return x\n### END SOLUTION").startswith("# YOUR CODE HERE: define `f`")
+    assert strip_solution("### BEGIN SOLUTION\ndef f(x):\n    return x\n### END SOLUTION").startswith(
+        "# YOUR CODE HERE: define `f`"
+    )
 
 
 @pytest.mark.parametrize(
@@ -382,7 +436,9 @@ def test_a_solution_gate_must_wrap_exactly_one_code_cell():
     notebook = read_notebook(FIXTURE_NOTEBOOK)
     cells = notebook["cells"]
     start = next(i for i, c in enumerate(cells) if "{solution-start}" in "".join(c["source"]))
-    cells.insert(start + 1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "x = 1"})
+    cells.insert(
+        start + 1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "x = 1"}
+    )
     with pytest.raises(NotebookError, match="wraps 2 code cells"):
         exercise_cells(notebook, "fixture")
 
@@ -431,7 +487,9 @@ def _build_fixture_book(tmp_path: Path, hide: str) -> tuple[str, str]:
     return html, source
 
 
-@pytest.mark.skipif(shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) is None, reason="jupyter-book not installed")
+@pytest.mark.skipif(
+    shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) is None, reason="jupyter-book not installed"
+)
 def test_html_shows_solutions_in_a_dropdown_or_removes_them_entirely(tmp_path):
     shown, shown_source = _build_fixture_book(tmp_path, "0")
     assert 'class="solution dropdown admonition"' in shown and "result" in shown and 'id="ex-ch99-square"' in shown
@@ -457,7 +515,9 @@ def test_chapter_checks_and_library_modules_never_import_the_instructor_tools():
                 return True
             if isinstance(node, ast.ImportFrom):
                 module = node.module or ""
-                if (node.level == 0 and module.startswith("llmbook.instructor")) or (node.level > 0 and module.startswith("instructor")):
+                if (node.level == 0 and module.startswith("llmbook.instructor")) or (
+                    node.level > 0 and module.startswith("instructor")
+                ):
                     return True
                 if module == "llmbook" and any(a.name == "instructor" for a in node.names):
                     return True
@@ -474,7 +534,12 @@ def test_chapter_checks_and_library_modules_never_import_the_instructor_tools():
         "import sys, llmbook.exercises as e; e.all_exercises(); e.run('ch04.causal_mask', lambda T: None); "
         "print(sorted(m for m in sys.modules if m.startswith('llmbook.instructor') or m in ('IPython', 'sphinx')))"
     )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "code")})
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "code")},
+    )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.strip() == "[]", f"importing every chapter's checks loaded {loaded.stdout.strip()}"
 
@@ -497,12 +562,18 @@ def test_the_instructor_extra_declares_every_package_the_instructor_tools_import
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - {"llmbook", "__future__"}
-    assert third_party and third_party <= provided, f"imported but not declared in pyproject.toml: {sorted(third_party - provided)}"
+    assert third_party and third_party <= provided, (
+        f"imported but not declared in pyproject.toml: {sorted(third_party - provided)}"
+    )
 
 
 def test_instructor_cli_help_and_the_old_command_points_to_it():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "code")}
-    shown = subprocess.run([sys.executable, "-m", "llmbook.instructor", "--help"], capture_output=True, text=True, env=env)
+    shown = subprocess.run(
+        [sys.executable, "-m", "llmbook.instructor", "--help"], capture_output=True, text=True, env=env
+    )
     assert shown.returncode == 0 and all(c in shown.stdout for c in ("student-edition", "grade", "list"))
-    moved = subprocess.run([sys.executable, "-m", "llmbook.exercises", "grade", "subs/"], capture_output=True, text=True, env=env)
+    moved = subprocess.run(
+        [sys.executable, "-m", "llmbook.exercises", "grade", "subs/"], capture_output=True, text=True, env=env
+    )
     assert moved.returncode == 2 and "python -m llmbook.instructor grade subs/" in moved.stderr

@@ -62,10 +62,14 @@ def test_top_p_never_samples_outside_the_nucleus():
     # From every token: probabilities 0.5, 0.3, 0.15, 0.05 for tokens 0..3.
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     model = BigramTable(probs.log().repeat(4, 1))
-    out = generate(model, torch.zeros(64, 1, dtype=torch.long), 20, top_p=0.7, generator=torch.Generator().manual_seed(0))
+    out = generate(
+        model, torch.zeros(64, 1, dtype=torch.long), 20, top_p=0.7, generator=torch.Generator().manual_seed(0)
+    )
     generated = out[:, 1:]
     assert set(generated.unique().tolist()) == {0, 1}  # 0.5 + 0.3 >= 0.7: the nucleus is {0, 1}
-    out = generate(model, torch.zeros(64, 1, dtype=torch.long), 20, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    out = generate(
+        model, torch.zeros(64, 1, dtype=torch.long), 20, top_p=0.9, generator=torch.Generator().manual_seed(0)
+    )
     assert set(out[:, 1:].unique().tolist()) == {0, 1, 2}
     # a top_p smaller than the top token's probability keeps exactly the top token
     assert filter_logits(probs.log()[None], top_p=0.1).isfinite().tolist() == [[True, False, False, False]]

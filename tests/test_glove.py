@@ -19,6 +19,7 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
+
 # --------------------------------------------------------------------------- vocabulary and counting
 
 
@@ -162,7 +163,15 @@ def test_training_lowers_the_loss_and_planted_neighbours_come_out_nearest(optimi
     vocab = glove.build_vocab(corpus, min_count=1)
     X = glove.cooccurrence(corpus, vocab, window=4, cross_sentences=False)
     model, result = glove.train_glove(
-        X, n_embd=10, epochs=30, lr=lr, optimizer=optimizer, batch_size=64, x_max=10.0, seed=1, device="cpu",
+        X,
+        n_embd=10,
+        epochs=30,
+        lr=lr,
+        optimizer=optimizer,
+        batch_size=64,
+        x_max=10.0,
+        seed=1,
+        device="cpu",
         progress=False,
     )
     history = result.history
@@ -184,7 +193,9 @@ def test_training_is_reproducible_with_a_seed_and_respects_the_time_limit():
     first, _ = glove.train_glove(X, n_embd=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
     second, _ = glove.train_glove(X, n_embd=4, epochs=3, batch_size=32, seed=7, device="cpu", progress=False)
     np.testing.assert_array_equal(first.vectors(), second.vectors())
-    _, result = glove.train_glove(X, n_embd=4, epochs=1000, batch_size=32, max_seconds=1e-9, device="cpu", progress=False)
+    _, result = glove.train_glove(
+        X, n_embd=4, epochs=1000, batch_size=32, max_seconds=1e-9, device="cpu", progress=False
+    )
     history = result.history
     assert result.stopped == "time limit" and "max_seconds" in result.message
     assert len(history["loss"]) == 1 and history["epoch"][0] < 1 and result.steps == 1  # stopped after one batch
@@ -331,7 +342,14 @@ def test_similarity_eval_matches_scipy_spearmanr_and_reports_coverage(tmp_path):
     words = ["cat", "dog", "car", "truck", "apple"]
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(5, 8)).astype(np.float32)
-    pairs = [("cat", "dog", 8.5), ("car", "truck", 8.0), ("cat", "car", 2.0), ("dog", "apple", 1.0), ("apple", "truck", 1.5), ("Cat", "zebra", 7.0)]
+    pairs = [
+        ("cat", "dog", 8.5),
+        ("car", "truck", 8.0),
+        ("cat", "car", 2.0),
+        ("dog", "apple", 1.0),
+        ("apple", "truck", 1.5),
+        ("Cat", "zebra", 7.0),
+    ]
     path = tmp_path / "pairs.tsv"
     path.write_text("# a comment\n" + "\n".join(f"{a}\t{b}\t{s}" for a, b, s in pairs) + "\n")
     vocab = glove.Vocab(words, [1] * 5)
@@ -396,7 +414,9 @@ def test_chapter_3_exercises_reject_every_wrong_answer():
 def test_chapter_3_exercises_accept_the_library_answers():
     from llmbook.exercises import ch03
 
-    assert run("ch03.weighting", lambda x, x_max, alpha: glove.glove_weight(torch.as_tensor(x), x_max, alpha).numpy()).passed
+    assert run(
+        "ch03.weighting", lambda x, x_max, alpha: glove.glove_weight(torch.as_tensor(x), x_max, alpha).numpy()
+    ).passed
     assert run("ch03.window_counts", ch03._reference_window_counts).passed
     assert run("ch03.glove_loss", ch03._reference_loss).passed
     assert run("ch03.solve_analogy", ch03._reference_solve).passed

@@ -39,7 +39,9 @@ TIMEOUT = 6  # seconds per notebook: the looping submission must be cut off afte
 CHECK_TIMEOUT = 4  # seconds per check: the answer that loops when called must be cut off after this
 
 
-def _submission(student: dict, square: str, prediction: str, first_cell: str | None = None, edit_check: bool = False) -> dict:
+def _submission(
+    student: dict, square: str, prediction: str, first_cell: str | None = None, edit_check: bool = False
+) -> dict:
     """A student's copy of the fixture's student edition with their answers typed in."""
     notebook = copy.deepcopy(student)
     for cell in notebook["cells"]:
@@ -51,7 +53,9 @@ def _submission(student: dict, square: str, prediction: str, first_cell: str | N
         elif edit_check and source == 'check("ch99.square")':
             cell["source"] = 'print("✅ correct")  # check("ch99.square")'
     if first_cell is not None:
-        notebook["cells"].insert(1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": first_cell})
+        notebook["cells"].insert(
+            1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": first_cell}
+        )
     return notebook
 
 
@@ -62,7 +66,9 @@ def _grade_fixture_class(root: Path) -> float:
         "alice_correct": _submission(handout, "    return x * x\n", "prediction = 8"),
         "bob_wrong": _submission(handout, "    return 2 * x\n", "prediction = 7"),
         "carol_loops": _submission(handout, "    return x * x\n", "prediction = 8", first_cell="while True:\n    pass"),
-        "dave_edits_check": _submission(handout, "    return 2 * x\n", "prediction = 8", first_cell="1 / 0", edit_check=True),
+        "dave_edits_check": _submission(
+            handout, "    return 2 * x\n", "prediction = 8", first_cell="1 / 0", edit_check=True
+        ),
         "erin_untouched": handout,
         "gina_loops_when_checked": _submission(handout, "    while True:\n        pass\n", "prediction = 8"),
     }
@@ -73,7 +79,15 @@ def _grade_fixture_class(root: Path) -> float:
     (submissions / "flat").mkdir()
     (submissions / "flat" / "frank.ipynb").write_text(json.dumps(students["alice_correct"]))
     started = time.monotonic()
-    grade(submissions, root / "grades.csv", originals=FIXTURES, timeout=TIMEOUT, check_timeout=CHECK_TIMEOUT, jobs=2, checks_files=[FIXTURE_CHECKS])
+    grade(
+        submissions,
+        root / "grades.csv",
+        originals=FIXTURES,
+        timeout=TIMEOUT,
+        check_timeout=CHECK_TIMEOUT,
+        jobs=2,
+        checks_files=[FIXTURE_CHECKS],
+    )
     return time.monotonic() - started
 
 
@@ -96,7 +110,15 @@ def fixture_grades(tmp_path_factory, worker_id):
 def test_csv_has_one_row_per_student_and_exercise_with_the_documented_columns(fixture_grades):
     header, rows, _ = fixture_grades
     assert header == COLUMNS == ["student", "notebook", "exercise", "passed", "message", "seconds"]
-    students = {"alice_correct", "bob_wrong", "carol_loops", "dave_edits_check", "erin_untouched", "gina_loops_when_checked", "frank"}
+    students = {
+        "alice_correct",
+        "bob_wrong",
+        "carol_loops",
+        "dave_edits_check",
+        "erin_untouched",
+        "gina_loops_when_checked",
+        "frank",
+    }
     assert set(rows) == {(s, e) for s in students for e in ("ch99.square", "ch99.prediction")}
     assert {row["notebook"] for (student, _), row in rows.items() if student != "frank"} == {"99_fixture.ipynb"}
 
@@ -179,7 +201,16 @@ def test_real_chapter_student_edition_fails_and_its_solutions_pass(tmp_path):
         if cell["cell_type"] == "markdown" or index in solution_cells or "check(" in "".join(cell["source"])
     ]
     trimmed = dict(original, cells=[{**c, "source": "".join(c["source"])} for c in keep])
-    trimmed["cells"].insert(0, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "from llmbook.exercises import check"})
+    trimmed["cells"].insert(
+        0,
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+            "source": "from llmbook.exercises import check",
+        },
+    )
     (tmp_path / "subs" / "solved").mkdir(parents=True)
     (tmp_path / "subs" / "solved" / REAL_CHAPTER.name).write_text(json.dumps(trimmed))
     (tmp_path / "subs" / "untouched").mkdir(parents=True)
@@ -247,12 +278,21 @@ def hostile_grades(tmp_path_factory):
     for pid in left_running:  # never leave them behind, even when the test fails
         os.kill(pid, signal.SIGKILL)
     by_key = {(r.student, r.exercise): r for r in rows}
-    return {"root": root, "rows": by_key, "unchanged": unchanged, "elapsed": elapsed, "grown_mb": grown_mb, "left_running": left_running}
+    return {
+        "root": root,
+        "rows": by_key,
+        "unchanged": unchanged,
+        "elapsed": elapsed,
+        "grown_mb": grown_mb,
+        "left_running": left_running,
+    }
 
 
 def _scores(grades, student):
     rows = grades["rows"]
-    return [rows[(student, e)].passed for e in ("ch99.square", "ch99.prediction")], [rows[(student, e)].message for e in ("ch99.square", "ch99.prediction")]
+    return [rows[(student, e)].passed for e in ("ch99.square", "ch99.prediction")], [
+        rows[(student, e)].message for e in ("ch99.square", "ch99.prediction")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -269,7 +309,9 @@ def test_a_malformed_notebook_scores_0_with_its_reason(hostile_grades, student, 
     passed, messages = _scores(hostile_grades, student)
     assert passed == [0, 0]
     assert all(m.startswith("notebook could not be read") and reason in m for m in messages), messages
-    assert all(str(hostile_grades["root"]) not in m for m in messages), "the reason names the file, not the instructor's folders"
+    assert all(str(hostile_grades["root"]) not in m for m in messages), (
+        "the reason names the file, not the instructor's folders"
+    )
 
 
 @pytest.mark.parametrize("student", ["forges_results_file", "patches_runner_with_reload", "monkeypatches_check"])
@@ -301,7 +343,9 @@ def test_huge_output_is_not_kept_and_the_notebook_is_still_graded(hostile_grades
 
 def test_processes_a_submission_leaves_running_are_killed(hostile_grades):
     assert _scores(hostile_grades, "leaves_processes_running")[0] == [1, 1]
-    assert hostile_grades["left_running"] == [], "a child or a daemon (double fork, setsid) of the notebook survived grading"
+    assert hostile_grades["left_running"] == [], (
+        "a child or a daemon (double fork, setsid) of the notebook survived grading"
+    )
 
 
 def test_a_check_that_loops_and_ignores_interrupts_is_cut_off_and_reported(hostile_grades):
@@ -314,7 +358,9 @@ def test_a_check_that_loops_and_ignores_interrupts_is_cut_off_and_reported(hosti
 @pytest.mark.parametrize("student", ["exits_its_process", "closes_the_graders_channel"])
 def test_a_notebook_that_kills_its_process_or_its_channel_scores_0_with_the_cell(hostile_grades, student):
     passed, messages = _scores(hostile_grades, student)
-    assert passed == [0, 0] and all("closed the channel (it exited or was killed) while running cell 1" in m for m in messages), messages
+    assert passed == [0, 0] and all(
+        "closed the channel (it exited or was killed) while running cell 1" in m for m in messages
+    ), messages
 
 
 def test_formula_like_names_are_text_in_the_csv(hostile_grades):
@@ -361,11 +407,23 @@ def test_answers_travel_as_plain_data_and_come_back_equal():
     }
     back = sandbox.decode(sandbox.load_answer(sandbox.dump_answer(sandbox.encode(value))))
     assert torch.equal(back["tensor"], value["tensor"].detach()) and back["tensor"].requires_grad
-    assert back["bf16"].dtype == torch.bfloat16 and torch.equal(back["mask"], value["mask"]) and back["empty"].shape == (0, 4)
-    assert back["array"].dtype == np.int32 and (back["array"] == value["array"]).all() and list(back["words"]) == ["a", "bc"]
+    assert (
+        back["bf16"].dtype == torch.bfloat16
+        and torch.equal(back["mask"], value["mask"])
+        and back["empty"].shape == (0, 4)
+    )
+    assert (
+        back["array"].dtype == np.int32
+        and (back["array"] == value["array"]).all()
+        and list(back["words"]) == ["a", "bc"]
+    )
     assert type(back["scalar"]) is np.float64 and back["scalar"] == 0.25
     items = back[(1, "pair")]
-    assert items[:7] == [1, 2.5, None, True, "x", b"\x00\xff", 1 + 2j] and math.isnan(items[7]) and items[8] == float("-inf")
+    assert (
+        items[:7] == [1, 2.5, None, True, "x", b"\x00\xff", 1 + 2j]
+        and math.isnan(items[7])
+        and items[8] == float("-inf")
+    )
     assert back["set"] == {1, 2} and back["size"] == torch.Size([2, 3]) and back["dtype"] is torch.float16
     assert back["namedtuple"] == (1, 2) and type(back["namedtuple"]) is tuple
     assert type(back["str subclass"]) is str and back["str subclass"] != "yes", "a str subclass arrives as a plain str"
@@ -397,7 +455,10 @@ def test_anything_else_arrives_as_a_stand_in_and_unknown_data_is_refused():
 def test_csv_cells_that_a_spreadsheet_would_run_get_an_apostrophe(tmp_path):
     from llmbook.instructor.grader import Row, write_csv
 
-    write_csv([Row("=1+1", "+x.ipynb", "ch99.square", 0, "-1 is not 9", 0.0), Row("@a", "b", "c", 1, "\tok", 1.5)], tmp_path / "g.csv")
+    write_csv(
+        [Row("=1+1", "+x.ipynb", "ch99.square", 0, "-1 is not 9", 0.0), Row("@a", "b", "c", 1, "\tok", 1.5)],
+        tmp_path / "g.csv",
+    )
     with (tmp_path / "g.csv").open(newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[1] == ["'=1+1", "'+x.ipynb", "ch99.square", "0", "'-1 is not 9", "0.0"]

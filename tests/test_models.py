@@ -73,7 +73,9 @@ def test_flops_per_token_is_about_6N_plus_attention_for_gpt2_small():
         model = GPT(config)
     matmul_weights = 12 * 12 * 768**2 + 50257 * 768
     assert model.flops_per_token() == 6 * matmul_weights + 12 * 12 * 1024 * 768
-    assert model.flops_per_token() / (6 * model.num_params()) == pytest.approx(1.14, abs=0.01)  # attention adds ~14% at T = 1024
+    assert model.flops_per_token() / (6 * model.num_params()) == pytest.approx(
+        1.14, abs=0.01
+    )  # attention adds ~14% at T = 1024
 
 
 def test_bert_num_params_matches_the_closed_form():

@@ -96,7 +96,9 @@ def test_sampling_is_reproducible_and_uses_the_vocabulary(shakespeare):
     first, again = lm.sample(200, prompt="ROMEO:", seed=3), lm.sample(200, prompt="ROMEO:", seed=3)
     assert first == again and isinstance(first, str)
     assert set(first) <= set(lm.vocab)
-    assert lm.sample(200, seed=4, generator=np.random.default_rng(9)) == lm.sample(200, generator=np.random.default_rng(9))
+    assert lm.sample(200, seed=4, generator=np.random.default_rng(9)) == lm.sample(
+        200, generator=np.random.default_rng(9)
+    )
     words = NGramLM(2).fit_many([["a", "b"], ["a", "c"]]).sample(10, seed=0)
     assert isinstance(words, list) and EOS not in words
 

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from llmbook.models import GPT, GPTConfig
 from llmbook.train import TokenBatcher, TrainConfig, configure_optimizer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import chapter_shims
-import run_chapters
-import train_char_gpt
+import chapter_shims  # noqa: E402 (benchmarks/ is put on the path just above)
+import run_chapters  # noqa: E402
+import train_char_gpt  # noqa: E402
 
 TINY = {"vocab_size": 11, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.0, "bias": False}
 
@@ -51,7 +52,9 @@ def _cpp_compiler() -> str | None:
     return next((shutil.which(name) for name in ("c++", "g++", "clang++") if shutil.which(name)), None)
 
 
-@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile's inductor back end needs a C++ compiler (none on PATH)")
+@pytest.mark.skipif(
+    _cpp_compiler() is None, reason="torch.compile's inductor back end needs a C++ compiler (none on PATH)"
+)
 def test_compiled_gpt_matches_eager_forward_and_gradients():
     torch._dynamo.reset()
     eager = tiny_model()
@@ -67,12 +70,22 @@ def test_compiled_gpt_matches_eager_forward_and_gradients():
         assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
 
 
-@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile's inductor back end needs a C++ compiler (none on PATH)")
+@pytest.mark.skipif(
+    _cpp_compiler() is None, reason="torch.compile's inductor back end needs a C++ compiler (none on PATH)"
+)
 def test_the_book_loop_trains_a_compiled_model():
     torch._dynamo.reset()
     model = tiny_model()
-    settings = {"max_steps": 30, "batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "eval_interval": 30,
-                "eval_steps": 2, "progress": False, "seed": 0}
+    settings = {
+        "max_steps": 30,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "eval_interval": 30,
+        "eval_steps": 2,
+        "progress": False,
+        "seed": 0,
+    }
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if "compile" in fields:  # the loop compiles the model itself
         result = train(model, repeating_batcher(), TrainConfig(**settings, compile=True), device="cpu")
@@ -159,8 +172,25 @@ def test_time_to_target_is_the_first_evaluation_at_or_below_it():
 
 def test_benchmark_figures_are_consistent(tmp_path):
     out = tmp_path / "figures.json"
-    summary = train_char_gpt.main(["--steps", "12", "--eval-steps", "2", "--eval-batches", "3", "--seeds", "1", "2",
-                                   "--threads", "1", "--target", "10", "--json", str(out)])
+    summary = train_char_gpt.main(
+        [
+            "--steps",
+            "12",
+            "--eval-steps",
+            "2",
+            "--eval-batches",
+            "3",
+            "--seeds",
+            "1",
+            "2",
+            "--threads",
+            "1",
+            "--target",
+            "10",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["seeds"] == [1, 2]
     assert len(summary["runs"]) == 2
     for run in summary["runs"]:
@@ -191,12 +221,15 @@ def _write_notebook(path: Path, cells: list[dict]) -> None:
 
 def test_notebook_source_keeps_code_cells_and_drops_the_colab_cell(tmp_path):
     notebook = tmp_path / "01_demo.ipynb"
-    _write_notebook(notebook, [
-        {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": ["import google.colab\n"]},
-        {"cell_type": "markdown", "metadata": {}, "source": ["# title"]},
-        {"cell_type": "code", "metadata": {}, "source": ["x = 1\n", "%timeit x + 1\n"]},
-        {"cell_type": "code", "metadata": {}, "source": "print(x + 1)"},
-    ])
+    _write_notebook(
+        notebook,
+        [
+            {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": ["import google.colab\n"]},
+            {"cell_type": "markdown", "metadata": {}, "source": ["# title"]},
+            {"cell_type": "code", "metadata": {}, "source": ["x = 1\n", "%timeit x + 1\n"]},
+            {"cell_type": "code", "metadata": {}, "source": "print(x + 1)"},
+        ],
+    )
     source = run_chapters.notebook_source(notebook)
     assert "google.colab" not in source and "# title" not in source
     assert "# (magic) %timeit x + 1" in source
@@ -209,8 +242,16 @@ def test_notebook_source_keeps_code_cells_and_drops_the_colab_cell(tmp_path):
 
 def test_check_script_names_missing_modules_and_data(tmp_path, monkeypatch):
     notebook = tmp_path / "02_demo.ipynb"
-    _write_notebook(notebook, [{"cell_type": "code", "metadata": {},
-                                "source": "import no_such_module_xyz\nfrom llmbook.data import load_text\nload_text('x')"}])
+    _write_notebook(
+        notebook,
+        [
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "source": "import no_such_module_xyz\nfrom llmbook.data import load_text\nload_text('x')",
+            }
+        ],
+    )
     monkeypatch.setenv("LLMBOOK_DATA_MIRROR", str(tmp_path / "empty"))
     monkeypatch.setenv("LLMBOOK_DATA_DIR", str(tmp_path / "cache"))
     problems = run_chapters.check_script(run_chapters.build_script(notebook, tmp_path / "out"))
@@ -221,9 +262,11 @@ def test_check_script_names_missing_modules_and_data(tmp_path, monkeypatch):
 def test_widget_and_display_stand_ins(tmp_path):
     widgets = chapter_shims._ipywidgets_stub()
     calls = []
-    controls = widgets.interactive(lambda query, temperature: calls.append((query, temperature)) or "drawn",
-                                   query=widgets.Dropdown(options=[("a", 0), ("b", 1)], value=1),
-                                   temperature=widgets.FloatLogSlider(value=0.5, base=10))
+    controls = widgets.interactive(
+        lambda query, temperature: calls.append((query, temperature)) or "drawn",
+        query=widgets.Dropdown(options=[("a", 0), ("b", 1)], value=1),
+        temperature=widgets.FloatLogSlider(value=0.5, base=10),
+    )
     assert calls == [(1, 0.5)] and controls.value == "drawn"
     ipython = chapter_shims._ipython_stub(tmp_path)
 
@@ -236,8 +279,20 @@ def test_widget_and_display_stand_ins(tmp_path):
 
 
 def test_a_chapter_runs_as_plain_python_at_smoke_budget(tmp_path):
-    status = run_chapters.main(["--budget", "smoke", "--only", "04", "--out", str(tmp_path), "--timeout", "300",
-                                "--json", str(tmp_path / "r.json")])
+    status = run_chapters.main(
+        [
+            "--budget",
+            "smoke",
+            "--only",
+            "04",
+            "--out",
+            str(tmp_path),
+            "--timeout",
+            "300",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     results = json.loads((tmp_path / "r.json").read_text())
     assert status == 0, results
     assert list(results) == ["04_attention"] and results["04_attention"]["status"] == "ok"
@@ -250,12 +305,24 @@ def test_a_chapter_runs_as_plain_python_at_smoke_budget(tmp_path):
 def test_gpu_check_dry_run_resolves_every_step_without_training(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "check"), OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "code"), os.environ.get("PYTHONPATH")]))
-    process = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], check=False, env=env,
-                             capture_output=True, text=True, timeout=900)
+    process = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     output = process.stdout + process.stderr
     assert process.returncode == 0, output[-3000:]
-    for expected in ("== 1. device", "== 2. packages", "dry run, seed 1337", "== 4. chapters", "== 5. summary",
-                     "| torch |"):
+    for expected in (
+        "== 1. device",
+        "== 2. packages",
+        "dry run, seed 1337",
+        "== 4. chapters",
+        "== 5. summary",
+        "| torch |",
+    ):
         assert expected in output, expected
     if shutil.which("nvidia-smi") is None:
         assert "nvidia-smi: not found" in output
@@ -274,5 +341,15 @@ def test_every_prepared_wheel_is_known_to_gpu_check():
     pinned = re.findall(r"([A-Za-z][\w.-]*)==[\d.]+", prepare.split("PACKAGES=(")[1].split(")")[0])
     wheel_prefixes = {name.lower().replace("-", "_") for name in pinned}  # wheel files use underscores
     known = set(re.findall(r"\[(\w+)\]=", check.split("declare -A MODULE=(")[1].split(")")[0]))
-    assert wheel_prefixes == known, (wheel_prefixes ^ known)
+    assert wheel_prefixes == known, wheel_prefixes ^ known
     assert "torch" not in wheel_prefixes  # the GPU machine brings its own
+
+
+def test_the_gpt_compiles_to_one_graph_without_breaks():
+    """The input checks step aside while torch.compile traces, so the whole forward is one graph (no host sync)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    idx = torch.randint(11, (2, 8))
+    explanation = torch._dynamo.explain(model)(idx, idx)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1

@@ -38,7 +38,9 @@ def test_available_names_each_model_and_unknown_names_are_clear_errors():
     names = pretrained.available()
     assert set(names) == {"glove-brown", "char-gpt-shakespeare"}
     assert all("Chapter" in description for description in names.values())
-    with pytest.raises(ValueError, match="no pretrained model named 'gpt-5'; available: char-gpt-shakespeare, glove-brown"):
+    with pytest.raises(
+        ValueError, match="no pretrained model named 'gpt-5'; available: char-gpt-shakespeare, glove-brown"
+    ):
         pretrained.pretrained("gpt-5")
     with pytest.raises(runtime.BudgetError, match="budget must be one of smoke, cpu, gpu"):
         pretrained.cache_key("glove-brown", "laptop")
@@ -77,12 +79,16 @@ def test_the_key_changes_with_the_budget_the_sizes_the_data_and_the_code(monkeyp
     assert pretrained.cache_key("char-gpt-shakespeare", "smoke") != key
     # another data file (a new registered sha256)
     brown = data.REGISTRY["brown.zip"]
-    monkeypatch.setitem(data.REGISTRY, "brown.zip", data.Dataset(brown.name, brown.url, "0" * 64, brown.size, brown.licence))
+    monkeypatch.setitem(
+        data.REGISTRY, "brown.zip", data.Dataset(brown.name, brown.url, "0" * 64, brown.size, brown.licence)
+    )
     assert pretrained.cache_key("glove-brown", "smoke") != key
     monkeypatch.setitem(data.REGISTRY, "brown.zip", brown)
     assert pretrained.cache_key("glove-brown", "smoke") == key
     # other sizes
-    monkeypatch.setitem(pretrained.SIZES["glove-brown"], "smoke", {**pretrained.SIZES["glove-brown"]["smoke"], "n_embd": 17})
+    monkeypatch.setitem(
+        pretrained.SIZES["glove-brown"], "smoke", {**pretrained.SIZES["glove-brown"]["smoke"], "n_embd": 17}
+    )
     assert pretrained.cache_key("glove-brown", "smoke") != key
 
 
@@ -90,7 +96,9 @@ def test_the_hash_covers_the_library_modules_the_recipe_uses(monkeypatch):
     recipe = pretrained._RECIPES["char-gpt-shakespeare"]
     modules = pretrained._library_modules((recipe.train, recipe.load))
     # models imports attention: followed through imports
-    assert {"llmbook.models", "llmbook.attention", "llmbook.train", "llmbook.tokenizers", "llmbook.data"} <= set(modules)
+    assert {"llmbook.models", "llmbook.attention", "llmbook.train", "llmbook.tokenizers", "llmbook.data"} <= set(
+        modules
+    )
     assert "llmbook.glove" not in modules
     key = pretrained.cache_key("char-gpt-shakespeare", "smoke")
     # a change in the source of a module the recipe uses (here: attention.py, read from its file) changes the key
@@ -214,8 +222,9 @@ def test_two_processes_racing_for_the_same_entry_do_not_corrupt_it(cache):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "code"), "OMP_NUM_THREADS": "1"}
     cache.mkdir(parents=True)
     racers = [
-        subprocess.Popen([sys.executable, "-c", _RACER, str(k)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(k)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
         for k in range(2)
     ]
     outputs = [racer.communicate(timeout=600) for racer in racers]

@@ -132,7 +132,9 @@ def test_amp_dtype_is_full_precision_off_cuda(device):
     assert runtime.amp_dtype(device) is None
 
 
-@pytest.mark.parametrize(("capability", "expected"), [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)]
+)
 def test_amp_dtype_is_bf16_from_ampere_and_fp16_before(monkeypatch, capability, expected):
     """A T4 (compute capability 7.5) has no bf16; an A100 (8.0) and an H100 (9.0) do."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
@@ -248,10 +250,7 @@ def test_base_modules_import_no_chapter_module(base):
     import subprocess
     import sys
 
-    code = (
-        f"import sys, llmbook.{base}; "
-        f"print(','.join(sorted(m for m in sys.modules if m.startswith('llmbook.'))))"
-    )
+    code = f"import sys, llmbook.{base}; print(','.join(sorted(m for m in sys.modules if m.startswith('llmbook.'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     chapters = [name for name in loaded.split(",") if name.split(".")[1] in CHAPTER_MODULES or "exercises" in name]
     assert not chapters, f"importing llmbook.{base} also imports {chapters}"

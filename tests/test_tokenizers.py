@@ -39,7 +39,16 @@ def test_char_tokenizer_round_trips_any_script_it_was_trained_on(tmp_path):
 # ----------------------------------------------------------------- words
 def test_word_tokenizer_normalises_lowercases_and_splits_punctuation():
     tokenizer = WordTokenizer()
-    assert tokenizer.tokenize("The ＣＡＴ ﬁnds it, don't you?") == ["the", "cat", "finds", "it", ",", "don't", "you", "?"]
+    assert tokenizer.tokenize("The ＣＡＴ ﬁnds it, don't you?") == [
+        "the",
+        "cat",
+        "finds",
+        "it",
+        ",",
+        "don't",
+        "you",
+        "?",
+    ]
     assert WordTokenizer(lowercase=False, normalization=None).tokenize("ＣＡＴ Cat") == ["ＣＡＴ", "Cat"]
 
 
@@ -110,7 +119,14 @@ def test_decode_inverts_encode_for_any_unicode_string(small_bpe, text):
 
 @pytest.mark.parametrize(
     "text",
-    ["床前明月光，疑是地上霜。", "🙂👍🏽👨‍👩‍👧", "e\u0301 a\u0308 \u0915\u094d\u0937", "\x00\x01\x7f\u200b\r\n", "  spaces   ", ""],
+    [
+        "床前明月光，疑是地上霜。",
+        "🙂👍🏽👨‍👩‍👧",
+        "e\u0301 a\u0308 \u0915\u094d\u0937",
+        "\x00\x01\x7f\u200b\r\n",
+        "  spaces   ",
+        "",
+    ],
 )
 def test_round_trip_chinese_emoji_combining_marks_and_control_characters(small_bpe, text):
     assert small_bpe.decode(small_bpe.encode(text)) == text

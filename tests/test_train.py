@@ -70,7 +70,10 @@ def test_weight_decay_applies_to_matrices_only():
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decayed["params"])
     assert {id(p) for p in plain["params"]} == {
-        id(model.norm.weight), id(model.norm.bias), id(model.hidden.bias), id(model.head.bias)
+        id(model.norm.weight),
+        id(model.norm.bias),
+        id(model.hidden.bias),
+        id(model.head.bias),
     }
 
 
@@ -271,8 +274,15 @@ def test_fused_and_plain_adamw_take_the_same_step():
     a, b = TinyLM(dropout=0.0), TinyLM(dropout=0.0)
     b.load_state_dict(a.state_dict())
     fused = T.configure_optimizer(a, TrainConfig(max_steps=1, batch_size=1), "cpu")
-    plain = torch.optim.AdamW([dict(g, params=list(m)) for g, m in zip(fused.param_groups, (
-        [p for p in b.parameters() if p.dim() >= 2], [p for p in b.parameters() if p.dim() < 2]))])
+    plain = torch.optim.AdamW(
+        [
+            dict(g, params=list(m))
+            for g, m in zip(
+                fused.param_groups,
+                ([p for p in b.parameters() if p.dim() >= 2], [p for p in b.parameters() if p.dim() < 2]),
+            )
+        ]
+    )
     for g in plain.param_groups:
         g.update(fused=None, foreach=False)
     batch = TokenBatcher(*repeating_data(), block_size=8).get_batch("train", 4, torch.Generator().manual_seed(0))
@@ -394,8 +404,13 @@ def test_resuming_with_other_settings_uses_the_new_ones_and_says_which_changed(t
     batcher = TokenBatcher(*repeating_data(), block_size=8)
     train(TinyLM(), batcher, quiet(max_steps=4, batch_size=2, lr=1e-3, checkpoint_dir=str(tmp_path)), device="cpu")
     capsys.readouterr()
-    result = train(TinyLM(), batcher, quiet(max_steps=8, batch_size=2, lr=5e-3, min_lr=5e-3, weight_decay=0.0),
-                   device="cpu", resume=tmp_path)
+    result = train(
+        TinyLM(),
+        batcher,
+        quiet(max_steps=8, batch_size=2, lr=5e-3, min_lr=5e-3, weight_decay=0.0),
+        device="cpu",
+        resume=tmp_path,
+    )
     printed = capsys.readouterr().out
     assert "resuming at step 4; changed since the checkpoint (new values apply):\n" in printed
     assert "\n  lr 0.001 -> 0.005\n" in printed and "\n  max_steps 4 -> 8\n" in printed

@@ -65,7 +65,9 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
 def _check_float_tensor(x, name: str) -> None:
     """Queries, keys, values and hidden states are floating-point tensors."""
     if not torch.is_tensor(x):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; use torch.tensor(..., dtype=torch.float32)")
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}; use torch.tensor(..., dtype=torch.float32)"
+        )
     if not x.dtype.is_floating_point:
         raise TypeError(
             f"{name} must be a floating-point tensor of vectors, got dtype {x.dtype}; token ids go through an "
@@ -101,8 +103,7 @@ def scaled_dot_product_attention(
         )
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(
-            f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and "
-            + f"{v.dtype}; convert with .to(q.dtype)"
+            f"q, k and v must have one dtype, got {q.dtype}, {k.dtype} and " + f"{v.dtype}; convert with .to(q.dtype)"
         )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
@@ -146,14 +147,10 @@ def padding_mask(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
     """
     if not torch.is_tensor(idx):
         raise TypeError(
-            "padding_mask expects a torch.Tensor of token ids, "
-            + f"got {type(idx).__name__}; use torch.tensor(ids)"
+            "padding_mask expects a torch.Tensor of token ids, " + f"got {type(idx).__name__}; use torch.tensor(ids)"
         )
     if idx.dim() != 2:
-        raise ValueError(
-            "padding_mask expects token ids of shape (B, T), "
-            + f"got {tuple(idx.shape)}"
-        )
+        raise ValueError("padding_mask expects token ids of shape (B, T), " + f"got {tuple(idx.shape)}")
     pad_id = validate.nonnegative_int(pad_id, "pad_id")
     return (idx != pad_id)[:, None, None, :]  # (B, 1, 1, T)
 
@@ -172,7 +169,9 @@ class MultiHeadAttention(nn.Module):
     ``F.scaled_dot_product_attention`` runs (fast path). Both give the same output.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = True):
+    def __init__(
+        self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = True
+    ):
         super().__init__()
         validate.positive_int(embed_dim, "embed_dim")
         validate.positive_int(num_heads, "num_heads")
@@ -200,8 +199,7 @@ class MultiHeadAttention(nn.Module):
         _check_float_tensor(x, "x")
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(
-                "split_heads expects (B, T, E) with "
-                + f"E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}"
+                "split_heads expects (B, T, E) with " + f"E = embed_dim = {self.embed_dim}, got {tuple(x.shape)}"
             )
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, head_dim)
@@ -250,10 +248,7 @@ class MultiHeadAttention(nn.Module):
             q, k = apply_rope(q), apply_rope(k)
         T_q, T_k = q.shape[-2], k.shape[-2]
         if is_causal and T_q != T_k:
-            raise ValueError(
-                "is_causal needs as many queries as keys, "
-                + f"got T_q={T_q}, T_k={T_k}"
-            )
+            raise ValueError("is_causal needs as many queries as keys, " + f"got T_q={T_q}, T_k={T_k}")
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:  # explicit path: the weights are needed, e.g. for a view of them
             if is_causal:
@@ -330,10 +325,7 @@ def sinusoidal_positions(T: int, n_embd: int, base: float = 10000.0) -> torch.Te
     T = validate.positive_int(T, "T", hint="the number of positions")
     d = validate.positive_int(n_embd, "n_embd")
     if d % 2 != 0:
-        raise ValueError(
-            "sinusoidal_positions needs an even width (sin/cos pairs), "
-            + f"got n_embd={d}"
-        )
+        raise ValueError("sinusoidal_positions needs an even width (sin/cos pairs), " + f"got n_embd={d}")
     base = validate.finite_float(base, "base", low=1.0, low_inclusive=False, hint="10000 in the original Transformer")
     positions = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
     frequencies = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,) = 1 / base^(2i/d)
@@ -390,25 +382,16 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
     """
     _check_float_tensor(x, "x")
     if x.dim() < 2:
-        raise ValueError(
-            "apply_rope expects (..., T, head_dim), "
-            + f"got shape {tuple(x.shape)}"
-        )
+        raise ValueError("apply_rope expects (..., T, head_dim), " + f"got shape {tuple(x.shape)}")
     base = validate.finite_float(base, "base", low=1.0, low_inclusive=False, hint="10000 in the RoPE paper")
     T, head_dim = x.shape[-2], x.shape[-1]
     if head_dim % 2 != 0:
-        raise ValueError(
-            "apply_rope rotates pairs of features: head_dim must be even, "
-            + f"got {head_dim}"
-        )
+        raise ValueError("apply_rope rotates pairs of features: head_dim must be even, " + f"got {head_dim}")
     if positions is None:
         positions = torch.arange(T, device=x.device)
     _check_positions(positions)
     if positions.dim() == 0 or positions.shape[-1] != T:
-        raise ValueError(
-            f"positions must have shape ({T},), one per position of x, "
-            + f"got {tuple(positions.shape)}"
-        )
+        raise ValueError(f"positions must have shape ({T},), one per position of x, " + f"got {tuple(positions.shape)}")
     theta = base ** (-torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim)  # (head_dim/2,)
     angles = positions.to(torch.float32)[..., None] * theta  # (T, head_dim/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)

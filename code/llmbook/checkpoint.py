@@ -52,6 +52,8 @@ __all__ = [
     "load_model",
     "read_checkpoint",
     "capture_rng",
+    "snapshot_rng",
+    "rng_record",
     "jsonable",
 ]
 
@@ -87,20 +89,36 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def capture_rng(generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every random state a training run depends on: tensors (for safetensors) and plain values (JSON)."""
+def snapshot_rng(generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], tuple, tuple]:
+    """Every random state a training run depends on, as copies in their raw form (cheap: taken after every step).
+
+    :func:`rng_record` turns a snapshot into the form a checkpoint stores.
+    """
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{index}"] = state
     if generator is not None:
         tensors["rng.batcher"] = generator.get_state()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return tensors, np.random.get_state(), random.getstate()
+
+
+def rng_record(
+    snapshot: tuple[dict[str, torch.Tensor], tuple, tuple],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A :func:`snapshot_rng` as a checkpoint stores it: tensors (for safetensors) and plain values (JSON)."""
+    tensors, numpy_state, python_state = snapshot
+    kind, keys, position, has_gauss, cached = numpy_state
     plain = {
         "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
-        "python": jsonable(random.getstate()),
+        "python": jsonable(python_state),
     }
     return tensors, plain
+
+
+def capture_rng(generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every random state a training run depends on, now: tensors (for safetensors) and plain values (JSON)."""
+    return rng_record(snapshot_rng(generator))
 
 
 def _restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any], generator: torch.Generator | None) -> None:

@@ -219,7 +219,10 @@ def fetch(name: str) -> Path:
         target,
         lambda handle: _download(dataset, handle),
         verify=lambda path: _check(
-            path, dataset, "the download", f"the server sent other bytes; try again later or fetch {dataset.url} by hand"
+            path,
+            dataset,
+            "the download",
+            f"the server sent other bytes; try again later or fetch {dataset.url} by hand",
         ),
     )
     return target
@@ -329,7 +332,9 @@ class TokenBatcher:
 
     def get_batch(self, split: str, batch_size: int, generator=None):
         ids = self._split(split)
-        starts = torch.randint(len(ids) - self.block_size, (positive_int(batch_size, "batch_size"),), generator=generator)
+        starts = torch.randint(
+            len(ids) - self.block_size, (positive_int(batch_size, "batch_size"),), generator=generator
+        )
         offsets = torch.arange(self.block_size + 1)
         windows = ids[starts[:, None] + offsets]  # (B, T + 1)
         return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
@@ -349,12 +354,19 @@ class MaskedLMBatcher(TokenBatcher):
 
     ignore_index = -100
 
-    def __init__(self, train_ids, val_ids, block_size: int, mask_token_id: int, vocab_size: int,
-                 mask_prob: float = 0.15, special_ids=()):
+    def __init__(
+        self,
+        train_ids,
+        val_ids,
+        block_size: int,
+        mask_token_id: int,
+        vocab_size: int,
+        mask_prob: float = 0.15,
+        special_ids=(),
+    ):
         super().__init__(train_ids, val_ids, block_size)
         self.vocab_size = positive_int(vocab_size, "vocab_size", minimum=2)
-        self.mask_prob = finite_float(mask_prob, "mask_prob", low=0, high=1, low_inclusive=False,
-                                      hint="BERT uses 0.15")
+        self.mask_prob = finite_float(mask_prob, "mask_prob", low=0, high=1, low_inclusive=False, hint="BERT uses 0.15")
         mask_token_id = nonnegative_int(mask_token_id, "mask_token_id")
         if mask_token_id >= self.vocab_size:
             raise ValueError(

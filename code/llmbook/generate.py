@@ -69,7 +69,9 @@ def filter_logits(
     A ``top_k`` of the vocabulary size or more keeps every token.
     """
     if not torch.is_tensor(logits) or not logits.dtype.is_floating_point or logits.dim() != 2:
-        what = f"shape {tuple(logits.shape)}, dtype {logits.dtype}" if torch.is_tensor(logits) else type(logits).__name__
+        what = (
+            f"shape {tuple(logits.shape)}, dtype {logits.dtype}" if torch.is_tensor(logits) else type(logits).__name__
+        )
         raise ValueError(
             f"logits must be a float tensor of shape (batch, vocab), got {what}; for one row use logits[None]"
         )
@@ -90,14 +92,18 @@ def filter_logits(
 
 def _check_filters(temperature, top_k, top_p) -> tuple:
     temperature = validate.finite_float(
-        temperature, "temperature", low=0.0, low_inclusive=False,
+        temperature,
+        "temperature",
+        low=0.0,
+        low_inclusive=False,
         hint="1 samples from the model's distribution; for the most likely token every step use greedy=True",
     )
     if top_k is not None:
         top_k = validate.positive_int(top_k, "top_k", hint="or None for no limit")
     if top_p is not None:
-        top_p = validate.finite_float(top_p, "top_p", low=0.0, high=1.0, low_inclusive=False,
-                                      hint="1 or None keeps every token")
+        top_p = validate.finite_float(
+            top_p, "top_p", low=0.0, high=1.0, low_inclusive=False, hint="1 or None keeps every token"
+        )
     return temperature, top_k, top_p
 
 
@@ -200,14 +206,18 @@ def beam_search(
     """
     validate.positive_int(beam_width, "beam_width")
     validate.nonnegative_int(max_new_tokens, "max_new_tokens")
-    length_penalty = validate.finite_float(length_penalty, "length_penalty", hint="1 divides by the length; 0 ignores it")
+    length_penalty = validate.finite_float(
+        length_penalty, "length_penalty", hint="1 divides by the length; 0 ignores it"
+    )
     vocab_size = _vocab_size(model)
     if eos_id is not None:
         validate.nonnegative_int(eos_id, "eos_id", hint="the id of the end-of-sequence token, or None")
         if vocab_size is not None and eos_id >= vocab_size:
             raise ValueError(f"eos_id={eos_id} is outside the model's vocabulary 0..{vocab_size - 1}")
     prompts = _as_batch(idx, model)
-    return torch.cat([_beam_search_one(model, row[None], max_new_tokens, beam_width, length_penalty, eos_id) for row in prompts])
+    return torch.cat(
+        [_beam_search_one(model, row[None], max_new_tokens, beam_width, length_penalty, eos_id) for row in prompts]
+    )
 
 
 def _beam_search_one(model, prompt, max_new_tokens, beam_width, length_penalty, eos_id) -> torch.Tensor:
@@ -233,7 +243,10 @@ def _beam_search_one(model, prompt, max_new_tokens, beam_width, length_penalty, 
             finished = finished[parent] | (token == eos_id) if eos_id is not None else finished[parent]
             scores = top_scores
             if eos_id is not None and finished.all():
-                beams = torch.cat([beams, beams.new_full((beam_width, max_new_tokens - (beams.shape[1] - prompt.shape[1])), eos_id)], 1)
+                beams = torch.cat(
+                    [beams, beams.new_full((beam_width, max_new_tokens - (beams.shape[1] - prompt.shape[1])), eos_id)],
+                    1,
+                )
                 break
     normalised = scores / lengths.clamp(min=1) ** length_penalty if max_new_tokens else scores
     return beams[normalised.argmax()][None]  # (1, T + max_new_tokens)

@@ -204,15 +204,9 @@ def cooccurrence(
            [2., 0.]])
     """
     if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 1:
-        raise ValueError(
-            "window must be a positive integer (words on each side), "
-            + f"got {window!r}"
-        )
+        raise ValueError("window must be a positive integer (words on each side), " + f"got {window!r}")
     if weighting not in ("harmonic", "uniform"):
-        raise ValueError(
-            "weighting must be 'harmonic' (1/distance) or 'uniform', "
-            + f"got {weighting!r}"
-        )
+        raise ValueError("weighting must be 'harmonic' (1/distance) or 'uniform', " + f"got {weighting!r}")
     ids, sentence = _to_id_stream(sentences_or_ids, vocab)
     if len(ids) < 2:
         raise ValueError(
@@ -281,10 +275,7 @@ class GloVe(nn.Module):
         sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2.
         """
         if torch.any(x <= 0):
-            raise ValueError(
-                "GloVe's loss is defined on nonzero counts only "
-                + "(log X_ij); drop the zeros first"
-            )
+            raise ValueError("GloVe's loss is defined on nonzero counts only " + "(log X_ij); drop the zeros first")
         difference = self(i, j) - torch.log(x)
         return (glove_weight(x, x_max, alpha) * difference.square()).sum()
 
@@ -375,15 +366,9 @@ def train_glove(
     )
     rows, cols, counts, size = _as_triples(X)
     if len(counts) == 0:
-        raise ValueError(
-            "the co-occurrence matrix has no nonzero entries: "
-            + "nothing to train on"
-        )
+        raise ValueError("the co-occurrence matrix has no nonzero entries: " + "nothing to train on")
     if np.any(counts < 0) or not np.all(np.isfinite(counts)):
-        raise ValueError(
-            "co-occurrence counts must be finite and non-negative; "
-            + "count with glove.cooccurrence"
-        )
+        raise ValueError("co-occurrence counts must be finite and non-negative; " + "count with glove.cooccurrence")
     device = torch.device(device) if device is not None else runtime.get_device()
     generator = torch.Generator().manual_seed(seed)
     model = GloVe(size, n_embd, generator=generator).to(device)

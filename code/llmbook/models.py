@@ -56,7 +56,7 @@ def _check_targets(targets: torch.Tensor, idx: torch.Tensor, vocab_size: int) ->
             f"targets must have the same shape as idx {tuple(idx.shape)} (one target id per position), "
             f"got {tuple(targets.shape)}"
         )
-    if bool((targets == IGNORE_INDEX).all()):
+    if not validate.is_compiling() and bool((targets == IGNORE_INDEX).all()):
         raise ValueError(
             f"every target is {IGNORE_INDEX} (ignored), so the loss would be 0/0 = nan; give at least one "
             "position a real target id (for masked language modelling: mask at least one token)"
@@ -246,10 +246,7 @@ def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> in
     and position embeddings (the N of scaling laws, Kaplan et al. 2020).
     """
     if not isinstance(config, GPTConfig):
-        raise TypeError(
-            "gpt_num_params_formula takes a GPTConfig, "
-            + f"got {type(config).__name__}"
-        )
+        raise TypeError("gpt_num_params_formula takes a GPTConfig, " + f"got {type(config).__name__}")
     V, T, L, d = config.vocab_size, config.block_size, config.n_layer, config.n_embd
     per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
     final_norm = 2 * d if config.bias else d
@@ -283,9 +280,7 @@ class GPT(nn.Module):
         self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, d) matrix reads and writes tokens
         _init_weights(self, config.n_layer)
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False
-    ) -> tuple:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False) -> tuple:
         config = self.config
         idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         if targets is not None:
@@ -371,7 +366,9 @@ class BERTConfig:
 
     def __post_init__(self) -> None:
         _check_config_sizes(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
-        validate.positive_int(self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes")
+        validate.positive_int(
+            self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes"
+        )
         validate.nonnegative_int(self.n_segments, "n_segments", hint="2 for sentence pairs, 0 for none")
         if self.pad_id is not None:
             validate.nonnegative_int(self.pad_id, "pad_id", hint="the padding token's id, or None for no padding")
@@ -441,7 +438,9 @@ class BERT(nn.Module):
         empty = ~real.any(dim=1)
         if bool(empty.any()):
             row = int(empty.nonzero()[0, 0])
-            raise ValueError(f"sequence {row} of the batch is all padding ({why}); give every sequence at least one real token")
+            raise ValueError(
+                f"sequence {row} of the batch is all padding ({why}); give every sequence at least one real token"
+            )
         return real[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
 
     def encode(
@@ -470,13 +469,17 @@ class BERT(nn.Module):
                     f"{tuple(idx.shape)} (one segment per position), "
                     f"got {shape}"
                 )
-            validate.class_ids(segment_ids.flatten(), config.n_segments, batch_size=segment_ids.numel(), name="segment_ids",
-                               count_name="n_segments")
+            validate.class_ids(
+                segment_ids.flatten(),
+                config.n_segments,
+                batch_size=segment_ids.numel(),
+                name="segment_ids",
+                count_name="n_segments",
+            )
             x = x + self.segment_embedding(segment_ids.long())
         elif segment_ids is not None:
             raise ValueError(
-                "segment_ids given but the model has no segment embedding: "
-                + "build it with n_segments=2"
+                "segment_ids given but the model has no segment embedding: " + "build it with n_segments=2"
             )
         x = self.dropout(self.ln_embedding(x))
         attentions = []

@@ -95,10 +95,19 @@ class NGramLM:
     ):
         n = validate.positive_int(n, "n", hint="1 = unigram, 2 = bigram, ...")
         validate.one_of(smoothing, "smoothing", ("add-k", "kneser-ney"))
-        k = validate.finite_float(k, "k", low=0.0, hint="the count added to every n-gram by add-k smoothing; 1 = Laplace")
+        k = validate.finite_float(
+            k, "k", low=0.0, hint="the count added to every n-gram by add-k smoothing; 1 = Laplace"
+        )
         if discount is not None:
-            discount = validate.finite_float(discount, "discount", low=0.0, high=1.0, low_inclusive=False,
-                                             high_inclusive=False, hint="the Kneser-Ney discount D; None estimates it")
+            discount = validate.finite_float(
+                discount,
+                "discount",
+                low=0.0,
+                high=1.0,
+                low_inclusive=False,
+                high_inclusive=False,
+                hint="the Kneser-Ney discount D; None estimates it",
+            )
         if not isinstance(pad, bool):
             raise TypeError(f"pad must be True or False, got {pad!r}")
         self.n = n
@@ -170,8 +179,9 @@ class NGramLM:
         self._fitted = True
         return self
 
-    def derive(self, n: int | None = None, smoothing: str | None = None, k: float | None = None,
-               discount: float | None = None) -> NGramLM:
+    def derive(
+        self, n: int | None = None, smoothing: str | None = None, k: float | None = None, discount: float | None = None
+    ) -> NGramLM:
         """A model of order <= n with other smoothing settings, from the same counts (no recounting).
 
         The counts of an n-gram model contain those of every lower order, so one fit of the
@@ -268,7 +278,7 @@ class NGramLM:
             context = list(context)
         elif isinstance(context, str):
             context = [context]
-        context = _as_tokens(context, "context")[-(self.n - 1):]
+        context = _as_tokens(context, "context")[-(self.n - 1) :]
         ids = [self.token_to_id.get(t, -1) if t != BOS else self.bos_id for t in context]
         fill = self.bos_id if self.pad else -1
         return [fill] * (self.n - 1 - len(ids)) + ids
@@ -285,7 +295,7 @@ class NGramLM:
         """ctx[m] = index in tables[m-1] of the last m-1 context tokens, or -1 if unseen."""
         result = [0, 0]  # m = 0 unused; m = 1: the empty context
         for m in range(2, self.n + 1):
-            tokens = context_ids[len(context_ids) - (m - 1):]
+            tokens = context_ids[len(context_ids) - (m - 1) :]
             index = 0
             for order, token in enumerate(tokens, start=1):
                 if token < 0:
@@ -335,7 +345,9 @@ class NGramLM:
 
     def _token_id(self, token) -> int:
         if not _hashable(token):
-            raise TypeError(f"a token must be a string (or another hashable value), got {type(token).__name__} {token!r:.40}")
+            raise TypeError(
+                f"a token must be a string (or another hashable value), got {type(token).__name__} {token!r:.40}"
+            )
         if token == BOS:
             raise ValueError(f"{BOS} only fills the context before a sequence; the model never predicts it")
         if token not in self.token_to_id:
@@ -402,7 +414,7 @@ class NGramLM:
         for j in range(1, order + 1):
             previous = np.concatenate([[-1], index[:-1]]) if j > 1 else np.zeros(len(ids), dtype=np.int64)
             index = np.where(ids >= 0, self._lookup(j, previous, np.maximum(ids, 0)), -1)
-        return float(np.mean(index[order - 1:] >= 0))
+        return float(np.mean(index[order - 1 :] >= 0))
 
     def _check_order(self, order) -> int:
         order = self.n if order is None else validate.positive_int(order, "order")
@@ -421,8 +433,9 @@ class NGramLM:
             grams = [grams[code // self.base] + (names[code % self.base],) for code in table]
         return {gram: int(c) for gram, c in zip(grams, self.counts[order])}
 
-    def sample(self, max_tokens: int = 100, prompt=(), seed: int | None = None, generator=None,
-               temperature: float = 1.0):
+    def sample(
+        self, max_tokens: int = 100, prompt=(), seed: int | None = None, generator=None, temperature: float = 1.0
+    ):
         """Draw tokens one at a time from P(w | last n-1 tokens) until ``</s>`` or ``max_tokens``.
 
         ``generator`` is a ``numpy.random.Generator`` (or give ``seed``). Returns a string for a
@@ -430,8 +443,13 @@ class NGramLM:
         """
         self._check_fitted()
         validate.nonnegative_int(max_tokens, "max_tokens")
-        temperature = validate.finite_float(temperature, "temperature", low=0.0, low_inclusive=False,
-                                            hint="1 samples from the model; smaller values are greedier")
+        temperature = validate.finite_float(
+            temperature,
+            "temperature",
+            low=0.0,
+            low_inclusive=False,
+            hint="1 samples from the model; smaller values are greedier",
+        )
         if generator is not None and not isinstance(generator, np.random.Generator):
             raise TypeError(
                 f"generator must be a numpy.random.Generator, got {type(generator).__name__}; "

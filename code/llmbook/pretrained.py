@@ -132,7 +132,11 @@ def _glove_brown_train(size: dict[str, Any]):
         lr_schedule=size["lr_schedule"], batch_size=size["batch_size"], x_max=size["x_max"], seed=0,
         max_seconds=size["max_seconds"], cpu_threads=1, progress=True,
     )  # fmt: skip
-    metrics: dict[str, Any] = {"vocab_size": len(vocab), "nonzeros": int(X.nnz), "corpus_words": sum(map(len, sentences))}
+    metrics: dict[str, Any] = {
+        "vocab_size": len(vocab),
+        "nonzeros": int(X.nnz),
+        "corpus_words": sum(map(len, sentences)),
+    }
     try:
         vectors = model.vectors()
         metrics["analogy_accuracy"] = glove.analogy_eval(vectors, vocab).accuracy
@@ -289,7 +293,9 @@ def _budget(budget: str | None) -> str:
     if budget is None:
         return runtime.budget()
     if budget not in runtime.BUDGETS:
-        raise runtime.BudgetError(f"budget must be one of {', '.join(runtime.BUDGETS)} (or None: the current one), got {budget!r}")
+        raise runtime.BudgetError(
+            f"budget must be one of {', '.join(runtime.BUDGETS)} (or None: the current one), got {budget!r}"
+        )
     return budget
 
 

@@ -21,7 +21,14 @@ from torch import nn
 
 from . import validate
 
-__all__ = ["LSTMConfig", "LSTMLanguageModel", "LSTMClassifierConfig", "LSTMClassifier", "lstm_num_params", "hidden_dim_for_params"]
+__all__ = [
+    "LSTMConfig",
+    "LSTMLanguageModel",
+    "LSTMClassifierConfig",
+    "LSTMClassifier",
+    "lstm_num_params",
+    "hidden_dim_for_params",
+]
 
 
 @dataclass
@@ -64,7 +71,9 @@ class LSTMClassifierConfig:
     def __post_init__(self):
         for name in ("vocab_size", "n_embd", "hidden_dim", "num_layers"):
             validate.positive_int(getattr(self, name), name)
-        validate.positive_int(self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes")
+        validate.positive_int(
+            self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes"
+        )
         validate.probability(self.dropout, "dropout", hint="a fraction such as 0.1; 0 turns dropout off")
         if self.pad_id is not None:
             validate.nonnegative_int(self.pad_id, "pad_id", hint="the padding token's id, or None for no padding")
@@ -107,8 +116,12 @@ def hidden_dim_for_params(target_params: int, vocab_size: int, n_embd: int, num_
 
     Used to build an LSTM with as many parameters as a given GPT.
     """
-    for value, name in ((target_params, "target_params"), (vocab_size, "vocab_size"), (n_embd, "n_embd"),
-                        (num_layers, "num_layers")):
+    for value, name in (
+        (target_params, "target_params"),
+        (vocab_size, "vocab_size"),
+        (n_embd, "n_embd"),
+        (num_layers, "num_layers"),
+    ):
         validate.positive_int(value, name)
     smallest = lstm_num_params(vocab_size, n_embd, 1, num_layers)
     if target_params < smallest:
@@ -138,7 +151,9 @@ class LSTMLanguageModel(nn.Module):
 
     def __init__(self, config: LSTMConfig, *extra, **options):
         super().__init__()
-        _check_config(config, LSTMConfig, "LSTMLanguageModel", extra, options)  # e.g. the old (vocab_size, embed_dim, ...)
+        _check_config(
+            config, LSTMConfig, "LSTMLanguageModel", extra, options
+        )  # e.g. the old (vocab_size, embed_dim, ...)
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)

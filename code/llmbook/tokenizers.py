@@ -21,13 +21,23 @@ import torch
 
 from . import validate
 
-__all__ = ["CharTokenizer", "WordTokenizer", "BPETokenizer", "STOP_WORDS", "GPT2_STYLE_PATTERN", "get_pair_counts", "merge"]
+__all__ = [
+    "CharTokenizer",
+    "WordTokenizer",
+    "BPETokenizer",
+    "STOP_WORDS",
+    "GPT2_STYLE_PATTERN",
+    "get_pair_counts",
+    "merge",
+]
 
 
 def _check_text(text, where: str) -> str:
     if not isinstance(text, str):
-        raise TypeError(f"{where} expects a str, got {type(text).__name__}" + (
-            "; decode bytes first with text.decode('utf-8')" if isinstance(text, bytes) else ""))
+        raise TypeError(
+            f"{where} expects a str, got {type(text).__name__}"
+            + ("; decode bytes first with text.decode('utf-8')" if isinstance(text, bytes) else "")
+        )
     return text
 
 
@@ -40,7 +50,9 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
     if isinstance(ids, Iterator):  # a generator of ids: read it once
         ids = list(ids)
     if not (torch.is_tensor(ids) or isinstance(ids, (np.ndarray, list, tuple, range))):  # sets have no order
-        fix = "to turn text into ids use encode" if isinstance(ids, (str, bytes)) else "pass the ids in order, as a list"
+        fix = (
+            "to turn text into ids use encode" if isinstance(ids, (str, bytes)) else "pass the ids in order, as a list"
+        )
         raise TypeError(
             f"decode expects a sequence of token ids (a list, array or 1-D tensor), got {type(ids).__name__} "
             f"{ids!r:.60}; {fix}"
@@ -48,13 +60,20 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
     if not torch.is_tensor(ids):
         if len(ids) == 0:
             return []
-        if isinstance(ids, (list, tuple)) and all(type(i) is int for i in ids) and 0 <= min(ids) and max(ids) < vocab_size:
+        if (
+            isinstance(ids, (list, tuple))
+            and all(type(i) is int for i in ids)
+            and 0 <= min(ids)
+            and max(ids) < vocab_size
+        ):
             return list(ids)  # the common case, checked without building a tensor
         try:
             ids = torch.as_tensor(np.asarray(ids))
         except (TypeError, ValueError, RuntimeError, OverflowError):
             if all(type(i) is int for i in ids):  # ints too large for any tensor
-                raise ValueError(f"ids contain a token id outside the vocabulary 0..{vocab_size - 1}: {max(ids)}") from None
+                raise ValueError(
+                    f"ids contain a token id outside the vocabulary 0..{vocab_size - 1}: {max(ids)}"
+                ) from None
             raise TypeError(f"decode expects whole-number token ids, got {list(ids)!r:.80}") from None
     if ids.numel() == 0:
         return []
@@ -62,8 +81,10 @@ def _ids_to_decode(ids, vocab_size: int) -> list[int]:
         validate.token_ids(ids, vocab_size, name="ids", dims=1)
     except ValueError as error:
         if ids.dim() == 1 and not ids.dtype.is_floating_point and bool((ids < 0).any()):
-            raise ValueError(f"{error}; negative ids such as -100 mark ignored targets, not tokens: drop them "
-                             "before decoding, e.g. ids[ids >= 0]") from None
+            raise ValueError(
+                f"{error}; negative ids such as -100 mark ignored targets, not tokens: drop them "
+                "before decoding, e.g. ids[ids >= 0]"
+            ) from None
         raise
     return ids.tolist()
 
@@ -78,11 +99,15 @@ class CharTokenizer:
 
     def __init__(self, chars: list[str]):
         if isinstance(chars, (str, bytes)) or not isinstance(chars, (list, tuple)):
-            raise TypeError(f"chars must be a list of single characters, got {type(chars).__name__}; "
-                            "for the characters of a text use CharTokenizer.train(text)")
+            raise TypeError(
+                f"chars must be a list of single characters, got {type(chars).__name__}; "
+                "for the characters of a text use CharTokenizer.train(text)"
+            )
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
-                raise ValueError(f"chars must be single characters, got {c!r}; CharTokenizer has one token per character")
+                raise ValueError(
+                    f"chars must be single characters, got {c!r}; CharTokenizer has one token per character"
+                )
         repeated = [c for c, n in Counter(chars).items() if n > 1]
         if repeated:
             raise ValueError(
@@ -176,8 +201,11 @@ class WordTokenizer:
                 f"stop_words must be a collection of words, got the string {stop_words!r}, which would be read as "
                 f"its characters; use stop_words={[stop_words]!r}"
             )
-        for name, value in (("lowercase", lowercase), ("remove_stop_words", remove_stop_words),
-                            ("keep_punctuation", keep_punctuation)):
+        for name, value in (
+            ("lowercase", lowercase),
+            ("remove_stop_words", remove_stop_words),
+            ("keep_punctuation", keep_punctuation),
+        ):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be True or False, got {value!r}")
         self.lowercase = lowercase
@@ -199,10 +227,7 @@ class WordTokenizer:
         asked).
         """
         if not isinstance(text, str):
-            raise TypeError(
-                "WordTokenizer.tokenize expects a str, "
-                + f"got {type(text).__name__}"
-            )
+            raise TypeError("WordTokenizer.tokenize expects a str, " + f"got {type(text).__name__}")
         words = WORD_PATTERN.findall(self.normalize(text))
         if not self.keep_punctuation:
             words = [w for w in words if w[0].isalnum()]
@@ -249,9 +274,15 @@ class WordTokenizer:
         return " ".join(words[i] for i in _ids_to_decode(ids, self.vocab_size))
 
     def save(self, path: str | Path) -> None:
-        state = {"type": "word", "lowercase": self.lowercase, "normalization": self.normalization,
-                 "remove_stop_words": self.remove_stop_words, "stop_words": sorted(self.stop_words),
-                 "keep_punctuation": self.keep_punctuation, "words": self.words}
+        state = {
+            "type": "word",
+            "lowercase": self.lowercase,
+            "normalization": self.normalization,
+            "remove_stop_words": self.remove_stop_words,
+            "stop_words": sorted(self.stop_words),
+            "keep_punctuation": self.keep_punctuation,
+            "words": self.words,
+        }
         Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
@@ -264,10 +295,17 @@ class WordTokenizer:
             repeated = [w for w, n in Counter(words).items() if n > 1]
             if repeated:
                 raise ValueError(f"the vocabulary repeats {repeated[:10]}")
-            tokenizer = cls(state["lowercase"], state["normalization"], state.get("remove_stop_words", False),
-                            state.get("stop_words"), state.get("keep_punctuation", True))
+            tokenizer = cls(
+                state["lowercase"],
+                state["normalization"],
+                state.get("remove_stop_words", False),
+                state.get("stop_words"),
+                state.get("keep_punctuation", True),
+            )
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{path} is not a consistent WordTokenizer file: {error}; save the tokenizer again") from None
+            raise ValueError(
+                f"{path} is not a consistent WordTokenizer file: {error}; save the tokenizer again"
+            ) from None
         tokenizer.words = list(words)
         tokenizer.stoi = {w: i for i, w in enumerate(tokenizer.words)}
         return tokenizer
@@ -282,7 +320,9 @@ def _read_state(path: str | Path, kind: str, keys: list[str]) -> dict:
     except IsADirectoryError:
         raise ValueError(f"{path} is a directory; give the path of the tokenizer's .json file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a valid tokenizer file (corrupt JSON: {error}); save the tokenizer again") from None
+        raise ValueError(
+            f"{path} is not a valid tokenizer file (corrupt JSON: {error}); save the tokenizer again"
+        ) from None
     if not isinstance(state, dict) or state.get("type") != kind:
         found = state.get("type") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} does not hold a {kind} tokenizer (type={found!r})")
@@ -297,9 +337,7 @@ def _read_state(path: str | Path, kind: str, keys: list[str]) -> dict:
 # [^\W\d_] is "a letter in any script", \d "a digit in any script", (?:[^\s\w]|_) "anything else".
 # English contractions split off; a word keeps one leading space; runs of spaces stay apart from
 # the word that follows them. Merges never cross these chunk boundaries.
-GPT2_STYLE_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
-)
+GPT2_STYLE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 
 
 # Patterns written for (and tested with) the standard library's `re`: they run in linear time on any text.
@@ -323,7 +361,9 @@ class _Pattern:
             try:
                 import regex as engine
             except ImportError:  # pragma: no cover - regex is a dependency of llmbook
-                raise ImportError("a custom BPE pattern runs with a time bound on the `regex` package: pip install regex") from None
+                raise ImportError(
+                    "a custom BPE pattern runs with a time bound on the `regex` package: pip install regex"
+                ) from None
             errors = (engine.error, re.error)
         try:
             self.compiled = engine.compile(pattern)
@@ -456,8 +496,11 @@ class BPETokenizer:
         self.merges: dict[tuple[int, int], int] = {}
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
         for pair in merges:
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
-                    and all(isinstance(x, Integral) and not isinstance(x, bool) for x in pair)):
+            if not (
+                isinstance(pair, (list, tuple))
+                and len(pair) == 2
+                and all(isinstance(x, Integral) and not isinstance(x, bool) for x in pair)
+            ):
                 raise ValueError(f"each merge must be a pair of token ids (a, b), got {pair!r}")
             a, b = int(pair[0]), int(pair[1])
             if a not in self.vocab or b not in self.vocab:
@@ -471,14 +514,21 @@ class BPETokenizer:
         self.special_ids = {i: t for t, i in self.special_tokens.items()}
         self._special_regex = (
             re.compile("(" + "|".join(re.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)) + ")")
-            if self.special_tokens else None
+            if self.special_tokens
+            else None
         )
         self._cache: dict[str, list[int]] = {}
 
     # ---------------------------------------------------------------- training
     @classmethod
-    def train(cls, text: str, vocab_size: int, special_tokens=("<|endoftext|>",),
-              pattern: str = GPT2_STYLE_PATTERN, verbose: bool = False) -> BPETokenizer:
+    def train(
+        cls,
+        text: str,
+        vocab_size: int,
+        special_tokens=("<|endoftext|>",),
+        pattern: str = GPT2_STYLE_PATTERN,
+        verbose: bool = False,
+    ) -> BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from
         ``text``.
 
@@ -536,10 +586,7 @@ class BPETokenizer:
                     del pair_counts[changed_pair]
                     where.pop(changed_pair, None)
             if verbose and len(merges) <= 20:
-                print(
-                    f"merge {len(merges)}: {pair} -> {next_id} "
-                    + f"(count {-negative_count})"
-                )
+                print(f"merge {len(merges)}: {pair} -> {next_id} " + f"(count {-negative_count})")
             next_id += 1
         return cls(merges, special_tokens, pattern)
 
@@ -603,7 +650,9 @@ class BPETokenizer:
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:
-            raise ValueError(f"{sorted(unknown)} are not special tokens of this tokenizer ({list(self.special_tokens)})")
+            raise ValueError(
+                f"{sorted(unknown)} are not special tokens of this tokenizer ({list(self.special_tokens)})"
+            )
         ids = []
         for i, piece in enumerate(self._special_regex.split(text)):
             if i % 2 == 1 and piece in allowed:  # odd pieces are the separators: special tokens
@@ -622,8 +671,13 @@ class BPETokenizer:
     # ---------------------------------------------------------------- saving
     def save(self, path: str | Path) -> None:
         """A JSON file with the pattern, the merges in order and the special tokens."""
-        state = {"type": "bpe", "version": 1, "pattern": self.pattern,
-                 "merges": [list(p) for p in self.merges], "special_tokens": list(self.special_tokens)}
+        state = {
+            "type": "bpe",
+            "version": 1,
+            "pattern": self.pattern,
+            "merges": [list(p) for p in self.merges],
+            "special_tokens": list(self.special_tokens),
+        }
         Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
@@ -633,7 +687,9 @@ class BPETokenizer:
         if not isinstance(merges, list) or not all(
             isinstance(m, list) and len(m) == 2 and all(isinstance(x, int) for x in m) for m in merges
         ):
-            raise ValueError(f"{path} has malformed merges (expected a list of [id, id] pairs); save the tokenizer again")
+            raise ValueError(
+                f"{path} has malformed merges (expected a list of [id, id] pairs); save the tokenizer again"
+            )
         try:
             return cls(merges, state["special_tokens"], state["pattern"])
         except (ValueError, TypeError) as error:

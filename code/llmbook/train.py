@@ -36,12 +36,13 @@ from torch import nn
 from llmbook import runtime
 from llmbook.checkpoint import (
     CheckpointError,
-    capture_rng,
     find_checkpoint,
     jsonable,
     load_checkpoint,
+    rng_record,
     save_checkpoint,
     save_step,
+    snapshot_rng,
 )
 from llmbook.data import MaskedLMBatcher, TokenBatcher  # their home is llmbook.data; kept importable from here
 from llmbook.optim import TrainConfig, apply_hyperparameters, configure_optimizer, cosine_lr, lr_at  # ditto
@@ -319,7 +320,7 @@ class _Loop:
             return self.stop("non-finite loss", self.nonfinite_message(result))
         self.seconds += time.perf_counter() - start
         self.step, self.tokens, self.last_loss = self.step + 1, self.tokens + result.tokens, result.loss
-        self.rng = capture_rng(self.generator)  # the random states after the last finished step
+        self.rng = snapshot_rng(self.generator)  # the random states after the last finished step
         self.bar.update(1)
         last = self.step == config.max_steps
         if last or self.step % config.log_interval == 0:
@@ -376,7 +377,7 @@ class _Loop:
     def interrupted(self, save: bool) -> None:
         self.stopped = "interrupted"
         if save:
-            self.save(rng=self.rng)
+            self.save(rng=rng_record(self.rng))
         self.message = f"training interrupted at step {self.step} of {self.config.max_steps}; " + (
             f"checkpoint saved to {self.checkpoint} (continue with train(..., resume={self.checkpoint!r}))"
             if self.checkpoint
@@ -420,7 +421,7 @@ def train(
 
     loop.live = LiveLossPlot() if config.live_plot else None
     loop.bar = tqdm(total=config.max_steps, initial=loop.step, disable=not config.progress, desc="training")
-    start, loop.rng = time.perf_counter(), capture_rng(loop.generator)  # after resuming and seeding
+    start, loop.rng = time.perf_counter(), snapshot_rng(loop.generator)  # after resuming and seeding
     if loop.step == 0:
         loop.evaluate()
     try:

@@ -134,6 +134,8 @@ def token_ids(
     >>> token_ids(torch.tensor([0, 3, 1]), vocab_size=4, dims=1).tolist()
     [0, 3, 1]
     """
+    if is_compiling():  # inside torch.compile the checks would break the graph and wait for the GPU every step
+        return ids
     if not torch.is_tensor(ids):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}; use torch.tensor(ids)")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
@@ -179,11 +181,11 @@ def class_ids(
     [0, 2]
     """
     if not torch.is_tensor(labels):
-        raise TypeError(f"{name} must be a torch.Tensor of class ids, got {type(labels).__name__}; use torch.tensor(labels)")
-    if labels.shape != (batch_size,):
-        raise ValueError(
-            f"{name} must have shape ({batch_size},), one class per sequence, got {tuple(labels.shape)}"
+        raise TypeError(
+            f"{name} must be a torch.Tensor of class ids, got {type(labels).__name__}; use torch.tensor(labels)"
         )
+    if labels.shape != (batch_size,):
+        raise ValueError(f"{name} must have shape ({batch_size},), one class per sequence, got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer class ids, got dtype {labels.dtype}; convert with {name}.long()")
     bad = (labels < 0) | (labels >= num_classes)
@@ -193,3 +195,9 @@ def class_ids(
             f"{count_name}={num_classes}"
         )
     return labels
+
+
+def is_compiling() -> bool:
+    """True while torch.compile traces the code (checks are made before compiling, in eager mode)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(isis_compiling()) if is_compiling is not None else False

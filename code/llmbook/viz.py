@@ -70,12 +70,12 @@ def _as_layers(attentions) -> np.ndarray:
         layers.append(array)
     stacked = np.stack(layers)  # (L, H, T_q, T_k)
     if stacked.size == 0:
-        raise ValueError(f"the attention weights are empty (shape (H, T_q, T_k) = {stacked.shape[1:]}); pass at least one token")
+        raise ValueError(
+            f"the attention weights are empty (shape (H, T_q, T_k) = {stacked.shape[1:]}); pass at least one token"
+        )
     if not np.isfinite(stacked).all():
         bad = stacked[~np.isfinite(stacked)][0]
-        raise ValueError(
-            f"attention weights contain {bad} (a fully masked row?); the view needs finite weights"
-        )
+        raise ValueError(f"attention weights contain {bad} (a fully masked row?); the view needs finite weights")
     if stacked.min() < -1e-3 or stacked.max() > 1 + 1e-3:
         raise ValueError(
             f"attention weights must lie in [0, 1] (they are softmax outputs), got values in "

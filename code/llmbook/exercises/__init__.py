@@ -10,4 +10,15 @@ never imports.
 
 from .core import CheckFailed, Exercise, Result, all_exercises, check, exercise, expect, get, load_checks_file, run
 
-__all__ = ["CheckFailed", "Exercise", "Result", "all_exercises", "check", "exercise", "expect", "get", "load_checks_file", "run"]
+__all__ = [
+    "CheckFailed",
+    "Exercise",
+    "Result",
+    "all_exercises",
+    "check",
+    "exercise",
+    "expect",
+    "get",
+    "load_checks_file",
+    "run",
+]

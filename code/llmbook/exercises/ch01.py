@@ -61,7 +61,9 @@ def check_perplexity(perplexity):
         )
 
 
-@exercise("ch01.add_one_prediction", name="p_a_given_a", title="Predict an add-one probability", wrong=[0, 0.25, 1 / 3, 0.5])
+@exercise(
+    "ch01.add_one_prediction", name="p_a_given_a", title="Predict an add-one probability", wrong=[0, 0.25, 1 / 3, 0.5]
+)
 def check_add_one_prediction(p_a_given_a):
     expect(isinstance(p_a_given_a, (int, float)), f"your answer is {p_a_given_a!r}; write a number")
     expect(
@@ -109,7 +111,9 @@ def check_unseen_fraction(unseen_fraction):
 
 @exercise("ch01.gpt3_parameters", name="gpt3_parameters", title="GPT-3's size", wrong=[17.5e9, 1.5e9, 175e6, 175])
 def check_gpt3_parameters(gpt3_parameters):
-    expect(isinstance(gpt3_parameters, (int, float)), f"your answer is {gpt3_parameters!r}; write a number such as 1.5e9")
+    expect(
+        isinstance(gpt3_parameters, (int, float)), f"your answer is {gpt3_parameters!r}; write a number such as 1.5e9"
+    )
     expect(
         math.isclose(float(gpt3_parameters), 175e9, rel_tol=0.01),
         f"your answer {gpt3_parameters:,.0f} is not GPT-3's parameter count. Write the number itself "

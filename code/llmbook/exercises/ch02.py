@@ -31,7 +31,11 @@ def _merge_overlapping(ids, pair, new_id):  # replaces at every position, even o
     "ch02.merge_pair",
     name="merge_pair",
     title="Apply one BPE merge",
-    wrong=[_merge_first_only, _merge_overlapping, lambda ids, pair, new_id: [i for i in ids if i not in pair] + [new_id]],
+    wrong=[
+        _merge_first_only,
+        _merge_overlapping,
+        lambda ids, pair, new_id: [i for i in ids if i not in pair] + [new_id],
+    ],
 )
 def check_merge_pair(merge_pair):
     cases = [
@@ -68,7 +72,10 @@ def check_one_hot_embed(one_hot_embed):
         W = torch.randn(vocab_size, dim, generator=generator)
         got = one_hot_embed(list(ids), W)
         expect(isinstance(got, torch.Tensor), f"one_hot_embed returned a {type(got).__name__}; return a tensor")
-        expect(tuple(got.shape) == (len(ids), dim), f"for {len(ids)} ids and W of shape {tuple(W.shape)} your result has shape {tuple(got.shape)}; expected {(len(ids), dim)}")
+        expect(
+            tuple(got.shape) == (len(ids), dim),
+            f"for {len(ids)} ids and W of shape {tuple(W.shape)} your result has shape {tuple(got.shape)}; expected {(len(ids), dim)}",
+        )
         expect(
             torch.allclose(got.float(), W[torch.tensor(ids)], atol=1e-6),
             f"one_hot_embed({ids}, W) does not equal the rows W[{ids}] (nn.Embedding's lookup)",
@@ -108,8 +115,10 @@ def _reference_mask(ids, positions, mask_id):
     title="Masked-token (input, label) pairs",
     wrong=[
         lambda ids, positions, mask_id: ([mask_id if i in positions else t for i, t in enumerate(ids)], list(ids)),
-        lambda ids, positions, mask_id: ([mask_id if i in positions else t for i, t in enumerate(ids)],
-                                         [mask_id if i in positions else -100 for i, t in enumerate(ids)]),
+        lambda ids, positions, mask_id: (
+            [mask_id if i in positions else t for i, t in enumerate(ids)],
+            [mask_id if i in positions else -100 for i, t in enumerate(ids)],
+        ),
         lambda ids, positions, mask_id: (list(ids), [t if i in positions else -100 for i, t in enumerate(ids)]),
     ],
 )

@@ -47,7 +47,10 @@ def check_weighting(weighting):
         x = np.array([0.5, 1.0, 5.0, x_max / 2, x_max, 3 * x_max])
         got = np.asarray(weighting(x, x_max, alpha), dtype=np.float64)
         want = _reference_weight(x, x_max, alpha)
-        expect(got.shape == want.shape, f"weighting(x, ...) should return one weight per count: shape {want.shape}, got {got.shape}")
+        expect(
+            got.shape == want.shape,
+            f"weighting(x, ...) should return one weight per count: shape {want.shape}, got {got.shape}",
+        )
         expect(
             np.allclose(got, want, rtol=1e-5),
             f"for x = {x.tolist()}, x_max = {x_max}, alpha = {alpha} you return {np.round(got, 4).tolist()}; "
@@ -91,13 +94,18 @@ def check_window_counts(window_counts):
     cases = [("the cat sat on the mat".split(), 2), ("a b a b".split(), 3), ("我 爱 北京 天安门".split(), 2)]
     for tokens, window in cases:
         got = window_counts(list(tokens), window)
-        expect(isinstance(got, dict), f"window_counts should return a dict {{(word, context): weight}}, got {type(got).__name__}")
+        expect(
+            isinstance(got, dict),
+            f"window_counts should return a dict {{(word, context): weight}}, got {type(got).__name__}",
+        )
         want = _reference_window_counts(tokens, window)
         got = {pair: value for pair, value in got.items() if value != 0}
         missing = sorted(set(want) - set(got))
         extra = sorted(set(got) - set(want))
         expect(not missing, f"for {tokens} with window {window} your counts lack the pairs {missing[:3]}")
-        expect(not extra, f"for {tokens} with window {window} your counts have pairs that should not be there: {extra[:3]}")
+        expect(
+            not extra, f"for {tokens} with window {window} your counts have pairs that should not be there: {extra[:3]}"
+        )
         for pair, value in want.items():
             expect(
                 math.isclose(float(got[pair]), value, rel_tol=1e-6),
@@ -218,7 +226,12 @@ def _wrong_solve_sign(vectors, words, a, b, c):
 )
 def check_solve_analogy(solve_analogy):
     vectors, words = _toy_analogy_space()
-    for a, b, c in [("man", "woman", "king"), ("man", "woman", "boy"), ("woman", "man", "queen"), ("king", "queen", "boy")]:
+    for a, b, c in [
+        ("man", "woman", "king"),
+        ("man", "woman", "boy"),
+        ("woman", "man", "queen"),
+        ("king", "queen", "boy"),
+    ]:
         got = solve_analogy(vectors.copy(), list(words), a, b, c)
         want = _reference_solve(vectors, words, a, b, c)
         expect(

@@ -27,7 +27,9 @@ def _as_tensor(value, what: str) -> torch.Tensor:
     wrong=[
         lambda scores, temperature: torch.softmax(scores, dim=-1),  # ignores the temperature
         lambda scores, temperature: torch.softmax(scores * temperature, dim=-1),  # multiplies instead of divides
-        lambda scores, temperature: torch.exp(scores / temperature) / torch.exp(scores / temperature).sum(-1, keepdim=True),  # overflows
+        lambda scores, temperature: (
+            torch.exp(scores / temperature) / torch.exp(scores / temperature).sum(-1, keepdim=True)
+        ),  # overflows
         lambda scores, temperature: torch.softmax(scores / temperature, dim=0),  # wrong axis
     ],
 )
@@ -43,7 +45,10 @@ def check_softmax_with_temperature(softmax_with_temperature):
     for scores, temperature in cases:
         got = _as_tensor(softmax_with_temperature(scores.clone(), temperature), "softmax_with_temperature")
         expected = torch.softmax(scores / temperature, dim=-1)
-        expect(got.shape == expected.shape, f"for scores of shape {tuple(scores.shape)} you returned shape {tuple(got.shape)}")
+        expect(
+            got.shape == expected.shape,
+            f"for scores of shape {tuple(scores.shape)} you returned shape {tuple(got.shape)}",
+        )
         expect(
             bool(torch.isfinite(got).all()),
             f"softmax_with_temperature({scores.tolist()}, {temperature}) contains nan or inf: {got.tolist()}; "
@@ -70,7 +75,10 @@ def check_softmax_with_temperature(softmax_with_temperature):
 def check_causal_mask(my_causal_mask):
     for T in (1, 2, 5):
         got = _as_tensor(my_causal_mask(T), "my_causal_mask")
-        expect(got.dtype == torch.bool, f"my_causal_mask({T}) has dtype {got.dtype}; return a bool tensor (True = may attend)")
+        expect(
+            got.dtype == torch.bool,
+            f"my_causal_mask({T}) has dtype {got.dtype}; return a bool tensor (True = may attend)",
+        )
         expected = causal_mask(T)
         expect(
             got.shape == expected.shape and torch.equal(got, expected),

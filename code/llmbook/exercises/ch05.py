@@ -112,9 +112,18 @@ def check_mlp(mlp):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
         x = torch.randn(*shape, d, generator=generator)
         expected = module(x)
-        got = mlp(x, module.fc.weight.detach(), module.fc.bias.detach(), module.proj.weight.detach(), module.proj.bias.detach())
+        got = mlp(
+            x,
+            module.fc.weight.detach(),
+            module.fc.bias.detach(),
+            module.proj.weight.detach(),
+            module.proj.bias.detach(),
+        )
         expect(isinstance(got, torch.Tensor), f"mlp should return a tensor, got {type(got).__name__}")
-        expect(got.shape == expected.shape, f"mlp returned shape {tuple(got.shape)} for x of shape {tuple(x.shape)}; expected {tuple(expected.shape)}")
+        expect(
+            got.shape == expected.shape,
+            f"mlp returned shape {tuple(got.shape)} for x of shape {tuple(x.shape)}; expected {tuple(expected.shape)}",
+        )
         error = (got - expected).abs().max().item()
         expect(
             error < 1e-5,

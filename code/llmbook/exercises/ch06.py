@@ -23,23 +23,32 @@ _SCHEDULES = [
     title="Warm-up plus cosine learning-rate schedule",
     wrong=[
         # no warm-up at all
-        lambda step, max_lr, min_lr, warmup_steps, decay_steps: min_lr
-        + 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps)) * (max_lr - min_lr),
+        lambda step, max_lr, min_lr, warmup_steps, decay_steps: (
+            min_lr + 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps)) * (max_lr - min_lr)
+        ),
         # warm-up that starts at 0 (step / warmup_steps): the first step does nothing
-        lambda step, max_lr, min_lr, warmup_steps, decay_steps: max_lr * step / warmup_steps
-        if step < warmup_steps
-        else min_lr
-        + 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))))
-        * (max_lr - min_lr),
+        lambda step, max_lr, min_lr, warmup_steps, decay_steps: (
+            max_lr * step / warmup_steps
+            if step < warmup_steps
+            else min_lr
+            + 0.5
+            * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))))
+            * (max_lr - min_lr)
+        ),
         # linear decay instead of cosine
-        lambda step, max_lr, min_lr, warmup_steps, decay_steps: max_lr * (step + 1) / warmup_steps
-        if step < warmup_steps
-        else max_lr - min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps)) * (max_lr - min_lr),
+        lambda step, max_lr, min_lr, warmup_steps, decay_steps: (
+            max_lr * (step + 1) / warmup_steps
+            if step < warmup_steps
+            else max_lr - min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps)) * (max_lr - min_lr)
+        ),
         # cosine that decays to 0, not to min_lr
-        lambda step, max_lr, min_lr, warmup_steps, decay_steps: max_lr * (step + 1) / warmup_steps
-        if step < warmup_steps
-        else 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))))
-        * max_lr,
+        lambda step, max_lr, min_lr, warmup_steps, decay_steps: (
+            max_lr * (step + 1) / warmup_steps
+            if step < warmup_steps
+            else 0.5
+            * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))))
+            * max_lr
+        ),
     ],
 )
 def check_warmup_cosine_lr(warmup_cosine_lr):

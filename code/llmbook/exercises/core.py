@@ -194,7 +194,9 @@ def run(exercise_id: str, answer: Any = _MISSING, namespace: dict | None = None)
         return Result(ex.id, False, str(failure), time.perf_counter() - start)
     except NotImplementedError as error:
         line = _where(error)[1].strip()
-        if line in {"raise NotImplementedError()", "raise NotImplementedError"} or (not line and not str(error)):  # the stub
+        if line in {"raise NotImplementedError()", "raise NotImplementedError"} or (
+            not line and not str(error)
+        ):  # the stub
             return Result(
                 ex.id,
                 False,

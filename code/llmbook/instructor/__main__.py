@@ -90,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     grader.add_argument("--timeout", type=float, default=600, help="seconds to execute one notebook (default 600)")
     grader.add_argument("--check-timeout", type=float, default=60, help="seconds for one check (default 60)")
     grader.add_argument("--jobs", type=int, default=1, help="notebooks graded at once (default 1)")
-    grader.add_argument("--checks", action="append", default=[], help="extra Python file of @exercise checks (repeatable)")
     grader.add_argument(
-        "--budget", default="smoke", choices=["smoke", "cpu", "gpu"], help="LLMBOOK_BUDGET for the submissions (default smoke)"
+        "--checks", action="append", default=[], help="extra Python file of @exercise checks (repeatable)"
+    )
+    grader.add_argument(
+        "--budget",
+        default="smoke",
+        choices=["smoke", "cpu", "gpu"],
+        help="LLMBOOK_BUDGET for the submissions (default smoke)",
     )
     grader.set_defaults(run=_grade)
 

@@ -110,7 +110,9 @@ def find_submissions(submissions: str | Path, originals: str | Path | None = Non
     if originals is not None:
         originals = Path(originals)
         if not originals.exists():
-            raise FileNotFoundError(f"original notebooks {originals} not found (--original: the book/ folder or the student edition)")
+            raise FileNotFoundError(
+                f"original notebooks {originals} not found (--original: the book/ folder or the student edition)"
+            )
         for path in [originals] if originals.is_file() else _notebooks_under(originals):
             by_name[path.name] = (path, _exercise_ids(read_notebook(path)))
     found = []
@@ -205,7 +207,9 @@ class _Sandbox:
             try:
                 written = os.write(self.requests, view[: select.PIPE_BUF])
             except BrokenPipeError:
-                raise sandbox.StudentCrashed("the notebook's process closed the channel (it exited or was killed)") from None
+                raise sandbox.StudentCrashed(
+                    "the notebook's process closed the channel (it exited or was killed)"
+                ) from None
             view = view[written:]
 
     def receive(self, deadline: float | None) -> list:
@@ -288,7 +292,9 @@ class _Sandbox:
             error.student_type = str(type_name)
             error.student_line = (lineno if isinstance(lineno, int) else None, str(line or ""))
             raise error
-        if message[0] == "interrupted":  # the notebook interrupted itself (the grader's own interrupts are handled in _ask)
+        if (
+            message[0] == "interrupted"
+        ):  # the notebook interrupted itself (the grader's own interrupts are handled in _ask)
             error = _StudentError("your code was interrupted")
             error.student_type, error.student_line = "KeyboardInterrupt", (None, "")
             raise error
@@ -383,8 +389,20 @@ def _sandbox_environment(folder: Path, budget: str) -> dict[str, str]:
     import llmbook
     from llmbook.data import cache_dir
 
-    keep = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"}
-    environment = {k: v for k, v in os.environ.items() if k in keep or (k.startswith("LLMBOOK_") and k != "LLMBOOK_STRICT_CHECKS")}
+    keep = {
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "CUDA_VISIBLE_DEVICES",
+        "LD_LIBRARY_PATH",
+    }
+    environment = {
+        k: v for k, v in os.environ.items() if k in keep or (k.startswith("LLMBOOK_") and k != "LLMBOOK_STRICT_CHECKS")
+    }
     environment.update(
         HOME=str(folder),
         TMPDIR=str(folder),
@@ -419,7 +437,11 @@ def _run_submission(submission: Submission, notebook: dict, settings: dict) -> d
         box = _Sandbox(folder, _sandbox_environment(folder, settings["budget"]))
         try:
             box.start(time.monotonic() + 60)
-            cells = [(index, _source(cell)) for index, cell in enumerate(notebook["cells"]) if cell.get("cell_type") == "code"]
+            cells = [
+                (index, _source(cell))
+                for index, cell in enumerate(notebook["cells"])
+                if cell.get("cell_type") == "code"
+            ]
             deadline = time.monotonic() + settings["timeout"]
             box.send(("cells", cells), deadline)
             running = None
@@ -457,7 +479,11 @@ def _run_submission(submission: Submission, notebook: dict, settings: dict) -> d
         box.close()
         return {"status": "ok", "results": results}
     except Exception as error:  # noqa: BLE001 - a grader bug must cost one submission, not the batch
-        return {"status": "error", "detail": f"the grader failed on this notebook: {type(error).__name__}: {error}", "results": results}
+        return {
+            "status": "error",
+            "detail": f"the grader failed on this notebook: {type(error).__name__}: {error}",
+            "results": results,
+        }
     finally:
         _remove(folder)
 
@@ -466,7 +492,10 @@ def _rows_for(submission: Submission, notebook: dict | None, outcome: dict, sett
     notebook_name = submission.path.name
     if outcome.get("status") == "unreadable":
         ids = submission.exercise_ids or [""]
-        return [Row(submission.student, notebook_name, i, 0, f"notebook could not be read: {outcome['detail']}", 0.0) for i in ids]
+        return [
+            Row(submission.student, notebook_name, i, 0, f"notebook could not be read: {outcome['detail']}", 0.0)
+            for i in ids
+        ]
     if not submission.exercise_ids:
         return [Row(submission.student, notebook_name, "", 0, "no graded exercises found in this notebook", 0.0)]
     edited = _edited_checks(submission, notebook) if notebook is not None else set()
@@ -478,9 +507,18 @@ def _rows_for(submission: Submission, notebook: dict | None, outcome: dict, sett
             row = Row(submission.student, notebook_name, exercise_id, 0, outcome["detail"], float(settings["timeout"]))
         elif exercise_id in outcome.get("results", {}):
             entry = outcome["results"][exercise_id]
-            row = Row(submission.student, notebook_name, exercise_id, int(bool(entry["passed"])), entry["message"], round(float(entry["seconds"]), 4))
+            row = Row(
+                submission.student,
+                notebook_name,
+                exercise_id,
+                int(bool(entry["passed"])),
+                entry["message"],
+                round(float(entry["seconds"]), 4),
+            )
         else:
-            row = Row(submission.student, notebook_name, exercise_id, 0, outcome.get("detail") or "the check did not run", 0.0)
+            row = Row(
+                submission.student, notebook_name, exercise_id, 0, outcome.get("detail") or "the check did not run", 0.0
+            )
         row.message = prefix + row.message
         rows.append(row)
     return rows
@@ -531,7 +569,9 @@ def grade(
     loops or misbehaves scores 0 with the reason; the batch always completes.
     """
     if timeout <= 0 or check_timeout <= 0 or jobs < 1:
-        raise ValueError(f"timeout ({timeout}) and check_timeout ({check_timeout}) must be positive and jobs ({jobs}) at least 1")
+        raise ValueError(
+            f"timeout ({timeout}) and check_timeout ({check_timeout}) must be positive and jobs ({jobs}) at least 1"
+        )
     found = find_submissions(submissions, originals)
     for path in checks_files:
         core.load_checks_file(path)
@@ -544,13 +584,22 @@ def grade(
         try:
             notebook = read_notebook(submission.path)
         except NotebookError as error:
-            notebook, outcome = None, {"status": "unreadable", "detail": str(error).replace(str(submission.path), submission.path.name)}
+            notebook, outcome = (
+                None,
+                {"status": "unreadable", "detail": str(error).replace(str(submission.path), submission.path.name)},
+            )
         else:
-            outcome = _run_submission(submission, notebook, settings) if submission.exercise_ids else {"status": "ok", "results": {}}
+            outcome = (
+                _run_submission(submission, notebook, settings)
+                if submission.exercise_ids
+                else {"status": "ok", "results": {}}
+            )
         rows = _rows_for(submission, notebook, outcome, settings)
         if progress is not None:
             passed = sum(r.passed for r in rows)
-            progress(f"{submission.student} / {submission.path.name}: {passed}/{len(rows)} passed ({time.monotonic() - started:.1f} s)")
+            progress(
+                f"{submission.student} / {submission.path.name}: {passed}/{len(rows)} passed ({time.monotonic() - started:.1f} s)"
+            )
         return rows
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -51,7 +51,9 @@ END_SOLUTION = "### END SOLUTION"
 STUB_LINES = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
 # An {exercise} directive's option lines (right after the directive line), where :label: may be.
-_EXERCISE_OPTIONS = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{exercise(?:-start)?\}[^\n]*\n((?:[ \t]*:[\w-]+:[^\n]*(?:\n|$))*)", re.M)
+_EXERCISE_OPTIONS = re.compile(
+    r"^[ \t]*(?:`{3,}|:{3,})\{exercise(?:-start)?\}[^\n]*\n((?:[ \t]*:[\w-]+:[^\n]*(?:\n|$))*)", re.M
+)
 _LABEL_OPTION = re.compile(r"^[ \t]*:label:[ \t]*(\S+)", re.M)
 _SOLUTION_START = re.compile(r"^(`{3,}|:{3,})\{solution-start\}\s*(\S+)[^\n]*\n(?:\s*:[\w-]+:[^\n]*\n)*\s*\1\s*$", re.M)
 _SOLUTION_END = re.compile(r"^(`{3,}|:{3,})\{solution-end\}[^\n]*\n?\s*\1\s*$", re.M)
@@ -83,10 +85,14 @@ def read_notebook(path: str | Path) -> dict:
     if not isinstance(notebook, dict) or "cells" not in notebook:
         version = notebook.get("nbformat") if isinstance(notebook, dict) else None
         if version is not None and version != 4:
-            raise NotebookError(f"{path} is a notebook of format version {version!r}; open it in Jupyter and save it (format 4)")
+            raise NotebookError(
+                f"{path} is a notebook of format version {version!r}; open it in Jupyter and save it (format 4)"
+            )
         raise NotebookError(f"{path} is not a Jupyter notebook (no 'cells'): is it an .ipynb saved by Jupyter?")
     if notebook.get("nbformat", 4) != 4:
-        raise NotebookError(f"{path} is a notebook of format version {notebook['nbformat']!r}; open it in Jupyter and save it (format 4)")
+        raise NotebookError(
+            f"{path} is a notebook of format version {notebook['nbformat']!r}; open it in Jupyter and save it (format 4)"
+        )
     cells = notebook["cells"]
     if not isinstance(cells, list):
         raise NotebookError(f"{path}: 'cells' is a {type(cells).__name__}, not a list of cells; the file is damaged")
@@ -95,7 +101,9 @@ def read_notebook(path: str | Path) -> dict:
         if (
             not isinstance(cell, dict)
             or cell.get("cell_type") not in {"code", "markdown", "raw"}
-            or not (isinstance(source, str) or (isinstance(source, list) and all(isinstance(line, str) for line in source)))
+            or not (
+                isinstance(source, str) or (isinstance(source, list) and all(isinstance(line, str) for line in source))
+            )
         ):
             raise NotebookError(
                 f"{path}: cell {index} is not a notebook cell (a dict with a cell_type of code, markdown or raw "
@@ -319,7 +327,11 @@ def student_edition(notebook: dict, where: str = "notebook") -> dict:
         cell["source"] = source
         cells.append(cell)
     student["cells"] = cells
-    kept = {key: notebook.get("metadata", {})[key] for key in ("kernelspec", "language_info") if key in notebook.get("metadata", {})}
+    kept = {
+        key: notebook.get("metadata", {})[key]
+        for key in ("kernelspec", "language_info")
+        if key in notebook.get("metadata", {})
+    }
     if "language_info" in kept:
         kept["language_info"] = {"name": kept["language_info"].get("name", "python")}
     student["metadata"] = kept

@@ -91,7 +91,9 @@ def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
 def read_message(fd: int, deadline: float | None = None, limit: int | None = None) -> bytes:
     (size,) = _HEADER.unpack(_read_exactly(fd, _HEADER.size, deadline))
     if limit is not None and size > limit:
-        raise StudentCrashed(f"the notebook's process sent {size} bytes, more than the {limit}-byte limit for one answer")
+        raise StudentCrashed(
+            f"the notebook's process sent {size} bytes, more than the {limit}-byte limit for one answer"
+        )
     return _read_exactly(fd, size, deadline)
 
 
@@ -111,7 +113,20 @@ class Untransferable:
 
 
 _MARK = "__llmbook__"
-_TORCH_DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool", "complex64", "complex128"}
+_TORCH_DTYPES = {
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool",
+    "complex64",
+    "complex128",
+}
 _NUMPY_KINDS = set("biufc")
 
 
@@ -140,8 +155,13 @@ def encode(value: Any, _depth: int = 0) -> Any:
             return _untransferable(value)
         plain = value.detach().to("cpu").contiguous()
         raw = plain.reshape(-1).view(torch.uint8).numpy().tobytes() if plain.numel() else b""
-        return {_MARK: "tensor", "dtype": name, "shape": list(plain.shape), "data": base64.b64encode(raw).decode(),
-                "requires_grad": bool(value.requires_grad)}
+        return {
+            _MARK: "tensor",
+            "dtype": name,
+            "shape": list(plain.shape),
+            "data": base64.b64encode(raw).decode(),
+            "requires_grad": bool(value.requires_grad),
+        }
     if torch is not None and isinstance(value, torch.Size):
         return {_MARK: "size", "items": [int(v) for v in value]}
     if torch is not None and isinstance(value, torch.dtype):
@@ -149,7 +169,12 @@ def encode(value: Any, _depth: int = 0) -> Any:
     if numpy is not None and isinstance(value, numpy.ndarray):
         if value.dtype.kind in _NUMPY_KINDS:
             raw = numpy.ascontiguousarray(value).tobytes()
-            return {_MARK: "ndarray", "dtype": value.dtype.str, "shape": list(value.shape), "data": base64.b64encode(raw).decode()}
+            return {
+                _MARK: "ndarray",
+                "dtype": value.dtype.str,
+                "shape": list(value.shape),
+                "data": base64.b64encode(raw).decode(),
+            }
         if value.dtype.kind in "US":
             return {_MARK: "ndarray_list", "dtype": value.dtype.str, "items": encode(value.tolist(), _depth + 1)}
         return _untransferable(value)
@@ -200,7 +225,9 @@ def decode(value: Any) -> Any:
         import numpy as np
 
         raw = base64.b64decode(value["data"])
-        return np.frombuffer(raw, dtype=_dtype(value["dtype"], "biufc")).reshape([int(s) for s in value["shape"]]).copy()
+        return (
+            np.frombuffer(raw, dtype=_dtype(value["dtype"], "biufc")).reshape([int(s) for s in value["shape"]]).copy()
+        )
     if mark == "ndarray_list":
         import numpy as np
 
@@ -260,7 +287,10 @@ def _is_callable_answer(value: Any) -> bool:
     """A function or class (called through a proxy), not a value; tensors and arrays are values."""
     data_types = tuple(
         getattr(module, name)
-        for module, names in ((sys.modules.get("torch"), ("Tensor",)), (sys.modules.get("numpy"), ("ndarray", "generic")))
+        for module, names in (
+            (sys.modules.get("torch"), ("Tensor",)),
+            (sys.modules.get("numpy"), ("ndarray", "generic")),
+        )
         if module is not None
         for name in names
     )
@@ -287,7 +317,9 @@ def _serve(request_fd: int, answer_fd: int) -> None:
         try:
             data = dump_answer(message)
         except (TypeError, ValueError) as error:  # cannot happen for encode()'s output; never leave the grader waiting
-            data = dump_answer(["raise", "TypeError", True, f"the grader could not read this answer: {error}", None, ""])
+            data = dump_answer(
+                ["raise", "TypeError", True, f"the grader could not read this answer: {error}", None, ""]
+            )
         write_message(answer_fd, data)
 
     answer(["hello", os.getpid()])
