@@ -199,5 +199,5 @@ def class_ids(
 
 def is_compiling() -> bool:
     """True while torch.compile traces the code (checks are made before compiling, in eager mode)."""
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return bool(isis_compiling()) if is_compiling is not None else False
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
