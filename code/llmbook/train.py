@@ -433,6 +433,8 @@ def train(
     except KeyboardInterrupt:
         loop.interrupted(save=loop.step > 0 or resume is not None)
     finally:
+        if loop.stopped == "time limit":  # a planned stop: the bar ends full (green), not red at 1%
+            loop.bar.total = loop.bar.n
         loop.bar.close()
         if loop.live is not None:
             loop.live.close()
