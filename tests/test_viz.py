@@ -161,7 +161,7 @@ def test_view_draws_and_responds_to_clicks_in_a_browser(tmp_path):
     attention = random_attention(layers=2, heads=4, T=6)
     tokens = ["<script>alert(1)</script>", "我", "爱", "自然", "语言", "!"]
     page_file = tmp_path / "views.html"
-    views = attention_view(attention, tokens).html + attention_view(attention, tokens, layer=1, head=3).html
+    views = attention_view(attention, tokens, pin=None).html + attention_view(attention, tokens, layer=1, head=3).html
     page_file.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{views}</body></html>')
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -172,6 +172,11 @@ def test_view_draws_and_responds_to_clicks_in_a_browser(tmp_path):
         page.goto(page_file.as_uri())
         first, second = page.locator(".llmbook-attention-view").nth(0), page.locator(".llmbook-attention-view").nth(1)
         assert first.locator("svg.llmbook-attention-lines line").count() > 0
+        # The second view pins, at load, the query whose attention in head 3 of layer 1 is most concentrated.
+        peaks = attention[1][0, 3].numpy().max(axis=-1)
+        assert second.get_attribute("data-selected-token") == str(int(np.argmax(peaks[1:])) + 1)
+        pinned_lines = second.locator("svg line").evaluate_all("lines => lines.map(l => +l.getAttribute('data-query'))")
+        assert pinned_lines and set(pinned_lines) == {int(np.argmax(peaks[1:])) + 1}
         first.locator("button.llmbook-head[data-head='2']").click()
         assert first.get_attribute("data-head") == "2" and second.get_attribute("data-head") == "3"  # independent
         first.locator("button.llmbook-layer[data-layer='1']").click()
@@ -186,3 +191,18 @@ def test_view_draws_and_responds_to_clicks_in_a_browser(tmp_path):
         assert first.locator("svg rect").count() == 36
         browser.close()
     assert problems == []
+
+
+def test_the_view_pins_a_meaningful_query_at_load():
+    attention = torch.zeros(1, 1, 4, 4)
+    attention[0, 0] = torch.tensor(
+        [[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0.1, 0.8, 0.1, 0], [0.25, 0.25, 0.25, 0.25]]
+    )  # query 2 is the most concentrated after query 0, which a causal view trivially gives weight 1
+    tokens = ["a", "b", "c", "d"]
+    assert payload(attention_view(attention, tokens))["pinned"] == 2
+    assert payload(attention_view(attention, tokens, pin=3))["pinned"] == 3
+    assert payload(attention_view(attention, tokens, pin=None))["pinned"] is None
+    with pytest.raises(ValueError, match="pin=4"):
+        attention_view(attention, tokens, pin=4)
+    with pytest.raises(ValueError, match="'first'"):
+        attention_view(attention, tokens, pin="first")

@@ -101,7 +101,7 @@ REGISTRY: dict[str, Dataset] = {
             "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/movie_reviews.zip",
             "a41211ae685019137410268134db6a1a14428c89b671eb83056151a878539008",
             4004848,
-            "Pang & Lee polarity v2.0, CC BY 4.0",
+            "Pang & Lee polarity v2.0; no licence stated (README: distributed with NLTK with permission from the authors)",
         ),
         *[
             Dataset(f"chinese-poetry/{file}", _POETRY + file, sha, size, "MIT (chinese-poetry)")

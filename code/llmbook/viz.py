@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import validate
+from .validate import one_of
 
 __all__ = ["AttentionView", "attention_view", "bertviz_view", "LiveLossPlot"]
 
@@ -129,6 +130,7 @@ def attention_view(
     title: str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     key_tokens: Sequence[str] | None = None,
+    pin: int | str | None = "auto",
 ) -> AttentionView:
     """An interactive view of attention weights, as self-contained HTML and JavaScript.
 
@@ -139,6 +141,13 @@ def attention_view(
     selection. Inputs longer than ``max_tokens`` are cut to their first
     ``max_tokens`` positions (the view says so) to keep the page small and fast.
     Weights are stored as bytes (0-255), about 1.4 bytes per weight.
+
+    ``pin`` is the query token selected when the page loads, so a static page
+    shows something: an index, ``None`` for none, or ``"auto"`` (the default):
+    the query whose attention in the initial head is most concentrated (the
+    first query of a causal view, which can only attend to itself, excluded).
+    Line strength is scaled to each head's largest weight, so a head with
+    evenly spread weights is still visible.
     """
     weights = _as_layers(attentions)  # (L, H, T_q, T_k)
     num_layers, num_heads, T_q, T_k = weights.shape
@@ -161,6 +170,7 @@ def attention_view(
     T_q, T_k = weights.shape[2], weights.shape[3]
 
     as_bytes = np.rint(weights * 255).astype(np.uint8)  # (L, H, T_q, T_k), 0..255
+    pinned = _initial_pin(pin, weights[layer, head])
     payload = {
         "layers": num_layers,
         "heads": num_heads,
@@ -168,6 +178,7 @@ def attention_view(
         "tk": T_k,
         "layer": layer,
         "head": head,
+        "pinned": pinned,
         "queries": query_tokens,
         "keys": key_tokens,
         "colours": HEAD_COLOURS,
@@ -255,8 +266,18 @@ _SCRIPT = r"""
     for (var b = 0; b < raw.length; b++) { bytes[b] = raw.charCodeAt(b); }
     var svg = root.querySelector("svg.llmbook-attention-lines"), NS = "http://www.w3.org/2000/svg";
     var readout = root.querySelector(".llmbook-readout"), modeButton = root.querySelector(".llmbook-mode");
-    var layer = data.layer, head = data.head, mode = "lines", pinned = null, hover = null, row = 20, width = 180;
+    var layer = data.layer, head = data.head, mode = "lines", pinned = data.pinned, hover = null, row = 20, width = 180;
     function weight(q, k) { return bytes[((layer * data.heads + head) * data.tq + q) * data.tk + k] / 255; }
+    function headMax() {  // the largest weight of the current head: lines are drawn relative to it
+      var top = 0;
+      for (var q = 0; q < data.tq; q++) { for (var k = 0; k < data.tk; k++) { top = Math.max(top, weight(q, k)); } }
+      return top > 0 ? top : 1;
+    }
+    function fitWidth() {  // use the box: the lines take what the two token columns leave
+      var columns = root.querySelectorAll(".llmbook-tokens"), used = 24;
+      for (var c = 0; c < columns.length; c++) { used += columns[c].offsetWidth; }
+      width = Math.max(180, Math.min(520, root.clientWidth - used));
+    }
     function colour() { return data.colours[head % data.colours.length]; }
     function el(name, attrs) {
       var node = document.createElementNS(NS, name);
@@ -276,17 +297,19 @@ _SCRIPT = r"""
         parts.join(", ");
     }
     function drawLines() {
-      var focus = hover !== null ? hover : pinned;
+      var focus = hover !== null ? hover : pinned, scale = headMax();
+      fitWidth();
       svg.setAttribute("width", width);
       svg.setAttribute("height", row * Math.max(data.tq, data.tk));
       for (var q = 0; q < data.tq; q++) {
         if (focus !== null && q !== focus) { continue; }
         for (var k = 0; k < data.tk; k++) {
-          var w = weight(q, k);
+          var w = weight(q, k), strength = w / scale;  // 1 for the head's strongest weight
           if (w < 0.005) { continue; }
           svg.appendChild(el("line", {
             x1: 2, y1: q * row + row / 2, x2: width - 2, y2: k * row + row / 2,
-            stroke: colour(), "stroke-opacity": w.toFixed(3), "stroke-width": (focus !== null ? 1 + 4 * w : 0.5 + 2 * w).toFixed(2),
+            stroke: colour(), "stroke-opacity": (0.15 + 0.85 * strength).toFixed(3),
+            "stroke-width": (focus !== null ? 1 + 4 * strength : 0.5 + 2 * strength).toFixed(2),
             "data-query": q, "data-key": k, "data-weight": w.toFixed(3)
           }));
         }
@@ -361,11 +384,28 @@ _SCRIPT = r"""
       });
       queryTokens[i].addEventListener("mouseleave", function () { hover = null; if (mode === "lines") { draw(); } });
     }
+    root.setAttribute("data-selected-token", pinned === null ? "" : pinned);
     draw();
   }
   start();
 })();
 """
+
+
+def _initial_pin(pin, head_weights: np.ndarray) -> int | None:
+    """The query index a view selects at load (see :func:`attention_view`'s ``pin``)."""
+    T_q = head_weights.shape[0]
+    if pin is None:
+        return None
+    if isinstance(pin, str):
+        one_of(pin, "pin", ("auto",))
+        peaks = head_weights.max(axis=-1)  # (T_q,): each query's largest weight
+        candidates = range(1, T_q) if T_q > 1 else range(T_q)
+        return int(max(candidates, key=lambda q: (peaks[q], -q)))
+    pin = validate.nonnegative_int(pin, "pin", hint=f"a query index 0..{T_q - 1}, None or 'auto'")
+    if pin >= T_q:
+        raise ValueError(f"pin={pin} but the view shows {T_q} query tokens (0..{T_q - 1})")
+    return pin
 
 
 def bertviz_view(attentions, tokens: Sequence[str], view: str = "head"):
