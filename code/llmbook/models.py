@@ -370,13 +370,7 @@ class BERTConfig:
             self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes"
         )
         validate.nonnegative_int(self.n_segments, "n_segments", hint="2 for sentence pairs, 0 for none")
-        if self.pad_id is not None:
-            validate.nonnegative_int(self.pad_id, "pad_id", hint="the padding token's id, or None for no padding")
-            if self.pad_id >= self.vocab_size:
-                raise ValueError(
-                    f"pad_id {self.pad_id} is outside the vocabulary 0..{self.vocab_size - 1}; "
-                    "use the tokenizer's padding id (or None for no padding)"
-                )
+        validate.pad_id(self.pad_id, self.vocab_size)
         validate.one_of(self.pooling, "pooling", ("first", "mean"))
 
 

@@ -305,14 +305,6 @@ def cache_key(name: str, budget: str | None = None) -> str:
     return f"{name}-{budget}-{_code_and_data_hash(name, budget)[:16]}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Damaged(Exception):
     """A cache entry that cannot be used as it is."""
 
@@ -328,7 +320,7 @@ def _read_entry(path: Path, name: str, key: str) -> tuple[dict[str, Any], Path]:
         raise _Damaged(f"meta.json is not valid JSON ({error})") from None
     if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("name") != name:
         raise _Damaged(f"meta.json describes {meta.get('key')!r} (format {meta.get('format')!r}), not {key!r}")
-    actual = _sha256(weights)
+    actual = data._sha256(weights)
     if actual != meta.get("weights_sha256"):
         raise _Damaged(
             f"weights.safetensors has sha256 {actual[:12]}…, but {str(meta.get('weights_sha256'))[:12]}… was recorded"
@@ -378,7 +370,7 @@ def _write_entry(folder: Path, path: Path, name: str, budget: str, key: str) -> 
                         "steps": result.steps, "stopped": result.stopped, "message": result.message,
                         "wall_seconds": time.perf_counter() - started},
             "device": str(next(model.parameters()).device), "torch": torch.__version__,
-            "weights_sha256": _sha256(weights),
+            "weights_sha256": data._sha256(weights),
         }  # fmt: skip
         (temporary / "meta.json").write_text(json.dumps(meta, indent=1, default=float), encoding="utf-8")
         previous = None

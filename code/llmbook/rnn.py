@@ -75,13 +75,7 @@ class LSTMClassifierConfig:
             self.num_classes, "num_classes", minimum=2, hint="a classifier needs at least two classes"
         )
         validate.probability(self.dropout, "dropout", hint="a fraction such as 0.1; 0 turns dropout off")
-        if self.pad_id is not None:
-            validate.nonnegative_int(self.pad_id, "pad_id", hint="the padding token's id, or None for no padding")
-            if self.pad_id >= self.vocab_size:
-                raise ValueError(
-                    f"pad_id {self.pad_id} is outside the vocabulary 0..{self.vocab_size - 1}; "
-                    "use the tokenizer's padding id (or None for no padding)"
-                )
+        validate.pad_id(self.pad_id, self.vocab_size)
         if not isinstance(self.bidirectional, bool):
             raise TypeError(f"bidirectional must be True or False, got {self.bidirectional!r}")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["positive_int", "nonnegative_int", "finite_float", "probability", "token_ids", "one_of"]
+__all__ = ["pad_id", "positive_int", "nonnegative_int", "finite_float", "probability", "token_ids", "one_of"]
 
 
 def _with_hint(message: str, hint: str) -> str:
@@ -201,3 +201,20 @@ def is_compiling() -> bool:
     """True while torch.compile traces the code (checks are made before compiling, in eager mode)."""
     check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     return bool(check()) if check is not None else False
+
+
+def pad_id(value: Any, vocab_size: int) -> int | None:
+    """A config's padding id: None (no padding) or an id inside the vocabulary.
+
+    >>> pad_id(0, vocab_size=10)
+    0
+    """
+    if value is None:
+        return None
+    value = nonnegative_int(value, "pad_id", hint="the padding token's id, or None for no padding")
+    if value >= vocab_size:
+        raise ValueError(
+            f"pad_id {value} is outside the vocabulary 0..{vocab_size - 1}; "
+            "use the tokenizer's padding id (or None for no padding)"
+        )
+    return value
