@@ -415,25 +415,6 @@ def html_pages() -> list[str]:
     return toc_files()
 
 
-# Pages whose outputs are still known to be too wide, with the reason (none now); see html_pages_except_known.
-WIDE_OUTPUTS: dict[str, str] = {}
-
-
-def html_pages_except_known(known: dict[str, str]) -> list:
-    """``html_pages()``, with the pages of ``known`` (page -> what remains) as strict xfails.
-
-    Strict: the day a page passes, its xfail fails and asks to be removed.
-    """
-    unknown = set(known) - set(html_pages())
-    assert not unknown, f"known failures for pages that are not in the book: {sorted(unknown)}"
-    return [
-        pytest.param(page, marks=pytest.mark.xfail(strict=True, reason=f"issue 11: {known[page]}"))
-        if page in known
-        else page
-        for page in html_pages()
-    ]
-
-
 @pytest.mark.book
 @pytest.mark.parametrize("document", html_pages())
 def test_page_loads_with_no_console_error_no_failed_request_and_nothing_from_the_web(open_page, document):
@@ -704,7 +685,7 @@ def _too_wide(item: dict, column: float) -> str:
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("document", html_pages_except_known(WIDE_OUTPUTS))
+@pytest.mark.parametrize("document", html_pages())
 def test_page_has_no_display_equation_or_output_wider_than_the_text_column(open_page, document):
     """Display equations and cell outputs fit the text column; nothing is cut off or behind a scroll bar.
 

@@ -7,8 +7,8 @@ chapter's student edition is graded too (chapter 4, or the first chapter written
 
 from __future__ import annotations
 
-import copy
 import csv
+import functools
 import json
 import math
 import os
@@ -39,24 +39,18 @@ TIMEOUT = 6  # seconds per notebook: the looping submission must be cut off afte
 CHECK_TIMEOUT = 4  # seconds per check: the answer that loops when called must be cut off after this
 
 
-def _submission(
-    student: dict, square: str, prediction: str, first_cell: str | None = None, edit_check: bool = False
-) -> dict:
-    """A student's copy of the fixture's student edition with their answers typed in."""
-    notebook = copy.deepcopy(student)
-    for cell in notebook["cells"]:
-        source = cell["source"]
-        if source.startswith("def square"):
-            cell["source"] = "def square(x):\n" + square
-        elif source.startswith("# YOUR CODE HERE"):
-            cell["source"] = prediction
-        elif edit_check and source == 'check("ch99.square")':
-            cell["source"] = 'print("✅ correct")  # check("ch99.square")'
-    if first_cell is not None:
-        notebook["cells"].insert(
-            1, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": first_cell}
-        )
-    return notebook
+@functools.cache
+def _load_hostile_class():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hostile_class", FIXTURES / "hostile_class.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _submission(*args, **kwargs) -> dict:
+    return _load_hostile_class().submission(*args, **kwargs)
 
 
 def _grade_fixture_class(root: Path) -> float:
@@ -226,15 +220,6 @@ def test_real_chapter_student_edition_fails_and_its_solutions_pass(tmp_path):
 
 
 # --- hostile submissions: each scores what it should, with its reason, and the batch completes ----------
-
-
-def _load_hostile_class():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hostile_class", FIXTURES / "hostile_class.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _processes_with(marker: str) -> list[int]:
