@@ -355,6 +355,12 @@ def test_the_edition_has_no_myst_only_syntax_and_no_solution(edition):
         assert attachments, f"{path.name}: the 'where we are' diagram is not an image"
 
 
+def _colab_env(**extra: str) -> dict[str, str]:
+    """This process's environment without what points Python at this checkout (as in a Colab runtime)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LLMBOOK_STRICT_CHECKS", "VIRTUAL_ENV")}
+    return {**env, **extra}
+
+
 def _colab_venv() -> Path:
     """A virtual environment with Colab's usual packages and no llmbook (created once, then reused)."""
     venv = Path(os.environ.get("LLMBOOK_COLAB_VENV") or ROOT / "_build" / "colab-venv")
@@ -370,7 +376,7 @@ def _colab_venv() -> Path:
         stamp.write_text("\n".join(COLAB_PACKAGES))
     # A fresh runtime: whatever an earlier run installed of llmbook goes.
     subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "llmbook"], capture_output=True)
-    probe = subprocess.run([str(python), "-c", "import llmbook"], capture_output=True, cwd="/")
+    probe = subprocess.run([str(python), "-c", "import llmbook"], capture_output=True, cwd="/", env=_colab_env())
     assert probe.returncode != 0, "the Colab environment must not hold llmbook before the first cell runs"
     return python
 
@@ -394,6 +400,11 @@ print("RESULTS" + json.dumps(results))
 @pytest.mark.book
 def test_the_edition_runs_as_in_colab_from_a_wheel_at_smoke(edition, tmp_path):
     python = _colab_venv()
+    # The wheel is built from a copy, so the build leaves nothing (build/, *.egg-info) in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "code", source / "code", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     wheel = subprocess.run(
         [
             sys.executable,
@@ -405,17 +416,15 @@ def test_the_edition_runs_as_in_colab_from_a_wheel_at_smoke(edition, tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,
     )
     assert wheel.returncode == 0, wheel.stderr[-2000:]
     (wheel_path,) = tmp_path.glob("llmbook-*.whl")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LLMBOOK_STRICT_CHECKS", "VIRTUAL_ENV")}
-    env.update(
-        {WHEEL_VARIABLE: str(wheel_path), "LLMBOOK_BUDGET": "smoke", "PATH": f"{python.parent}:{env.get('PATH', '')}"}
-    )
+    env = _colab_env(**{WHEEL_VARIABLE: str(wheel_path), "LLMBOOK_BUDGET": "smoke"})
+    env["PATH"] = f"{python.parent}:{env.get('PATH', '')}"
     notebooks = [str(p) for p in sorted(edition.rglob("*.ipynb"))]
     started = time.perf_counter()
     result = subprocess.run(
