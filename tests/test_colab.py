@@ -40,6 +40,8 @@ from llmbook.instructor.colab import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = pages_url(ROOT)
+# The table of contents the book tests build (tests/test_book.py's LLMBOOK_TEST_TOC), default the book's own.
+TOC = Path(os.environ.get("LLMBOOK_TEST_TOC") or ROOT / "_toc.yml")
 FAKE_PNG = b"\x89PNG fake"
 
 
@@ -118,9 +120,8 @@ def test_exercises_become_numbered_headings_and_solutions_become_stubs_with_chec
     assert cells[1]["source"] == '<a id="ex-ch04-causal-mask"></a>\n#### Exercise 4.1: Causal mask\n\nWrite `f(T)`.'
     assert "return T + 1" not in cells[2]["source"] and "raise NotImplementedError()" in cells[2]["source"]
     assert cells[2]["source"].startswith("def f(T):") and cells[2]["outputs"] == []
-    assert cells[3]["source"] == 'check("ch04.causal_mask")' and cells[3]["outputs"], (
-        "the check cell and its output stay"
-    )
+    assert cells[3]["source"] == 'check("ch04.causal_mask")', "the check cell stays"
+    assert cells[3]["outputs"] == [], "the reference solution's verdict goes"
     assert cells[3]["metadata"]["editable"] is False
     assert cells[4]["source"] == "#### Exercise 4.2: Open question\n\nThink."
     assert len(cells) == 5, "the {solution-end} cell disappears"
@@ -304,7 +305,7 @@ def _execute_chapters_here(folder: Path) -> Path:
     env_budget = os.environ.get("LLMBOOK_BUDGET")
     os.environ["LLMBOOK_BUDGET"] = "smoke"
     try:
-        for document, _ in toc_documents(ROOT / "_toc.yml"):
+        for document, _ in toc_documents(TOC):
             path = ROOT / f"{document}.ipynb"
             if not path.is_file():
                 continue
@@ -328,14 +329,16 @@ def edition(tmp_path_factory) -> Path:
     build = _test_book_build() or _execute_chapters_here(tmp_path_factory.mktemp("executed"))
     out = tmp_path_factory.mktemp("colab")
     html = build / "html"
-    write_colab_edition(build / "jupyter_execute", out, ROOT, html=html if html.is_dir() else None, budget="smoke")
+    write_colab_edition(
+        build / "jupyter_execute", out, ROOT, toc=TOC, html=html if html.is_dir() else None, budget="smoke"
+    )
     return out
 
 
 @pytest.mark.book
 def test_the_edition_has_no_myst_only_syntax_and_no_solution(edition):
     notebooks = sorted(edition.rglob("*.ipynb"))
-    chapters = [doc for doc, _ in toc_documents(ROOT / "_toc.yml") if (ROOT / f"{doc}.ipynb").is_file()]
+    chapters = [doc for doc, _ in toc_documents(TOC) if (ROOT / f"{doc}.ipynb").is_file()]
     assert [p.relative_to(edition).with_suffix("").as_posix() for p in notebooks] == sorted(chapters)
     for path in notebooks:
         nb = json.loads(path.read_text(encoding="utf-8"))

@@ -11,7 +11,7 @@ Colab shows as the HTML book shows them:
   to the HTML book, ``(label)=`` targets as HTML anchors;
 * the outputs of the executed build kept, so students see what to expect;
 * solutions replaced by the student edition's stubs (:func:`~llmbook.instructor.notebooks.strip_solution`;
-  the check cells stay, read-only);
+  the check cells stay, read-only, without the output the reference solution gave them);
 * a first cell that installs ``llmbook`` at the commit the edition was built from.
 
 The repository address is one setting, ``repository.url`` in ``_config.yml``; everything here derives from it
@@ -595,7 +595,9 @@ def colab_edition(
                 cell["source"] = strip_solution(source, f"{where}, cell {index}")
                 cell["outputs"], cell["execution_count"] = [], None
             if _CHECK_CALL.search(source):
+                # The check stays, read-only; its output (the reference solution's "correct") goes.
                 cell.setdefault("metadata", {}).update({"editable": False, "deletable": False})
+                cell["outputs"], cell["execution_count"] = [], None
         cells.append(cell)
     if diagrams:
         if render is None:
