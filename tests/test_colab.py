@@ -378,7 +378,9 @@ def _colab_venv() -> Path:
         assert result.returncode == 0, f"installing Colab's packages failed:\n{result.stderr[-3000:]}"
         stamp.write_text("\n".join(COLAB_PACKAGES))
     # A fresh runtime: whatever an earlier run installed of llmbook goes.
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "llmbook"], capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "uninstall", "-q", "-y", "llmbook"], capture_output=True, cwd="/", env=_colab_env()
+    )
     probe = subprocess.run([str(python), "-c", "import llmbook"], capture_output=True, cwd="/", env=_colab_env())
     assert probe.returncode != 0, "the Colab environment must not hold llmbook before the first cell runs"
     return python
