@@ -82,6 +82,24 @@ book-student: $(STAMP)
 student-edition: $(STAMP)
 	$(PY) -m llmbook.instructor student-edition book student-edition
 
+# The Colab edition (book/appendix_c_instructor.md): after `make book`, from its executed notebooks, into
+# _build/colab: glued values, outputs, student stubs, Mermaid as images, a first cell installing llmbook at
+# this commit (llmbook/instructor/colab.py). COLAB_FROM: another build folder (e.g. _build/test-book/_build).
+COLAB_FROM ?= _build
+.PHONY: colab colab-branch
+colab: $(STAMP) browser-prerequisites
+	@test -d $(COLAB_FROM)/jupyter_execute || { echo "make colab: no executed book in $(COLAB_FROM)/jupyter_execute; run make book first" >&2; exit 1; }
+	test -d tests/browser/node_modules || (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+	rm -rf _build/colab
+	$(PY) -m llmbook.instructor colab-edition $(COLAB_FROM)/jupyter_execute _build/colab --html $(COLAB_FROM)/html --budget $${LLMBOOK_BUDGET:-cpu}
+
+# The edition as a one-commit history of its own in _build/colab; .github/workflows/book.yml pushes it to the
+# branch `colab`, where every Colab launch button of the HTML book points (_config.yml repository.branch).
+colab-branch: colab
+	cd _build/colab && git init -q -b colab && git add -A && \
+		git -c user.name="llmbook build" -c user.email="build@localhost" commit -q -m "Colab edition of $$(git -C $(CURDIR) rev-parse --short HEAD)" && \
+		git log --oneline --stat -1 | tail -3
+
 lab: $(STAMP)
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q jupyterlab
 	$(VENV)/bin/jupyter lab book/

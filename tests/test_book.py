@@ -53,12 +53,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-REPOSITORY = "llmbook/llm-theory-to-practice"
+# The repository's address: _config.yml's repository.url, the one setting (tests/test_colab.py checks the copies).
+REPOSITORY = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["repository"]["url"].removeprefix(
+    "https://github.com/"
+)
+# The branch the launch buttons open: the Colab edition (make colab-branch).
+LAUNCH_BRANCH = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["repository"]["branch"]
 ATTENTION_CHAPTER = os.environ.get("LLMBOOK_TEST_ATTENTION_CHAPTER", "book/04_attention")
 # Another table of contents (to test this test on a scratch chapter); default: the book's own.
 TOC = Path(os.environ.get("LLMBOOK_TEST_TOC") or ROOT / "_toc.yml")
 
-COLAB_CELL = """\
+COLAB_CELL = f"""\
 # Colab only: install the book's library and turn on interactive widgets.
 # Does nothing elsewhere.
 import sys
@@ -68,7 +73,7 @@ if "google.colab" in sys.modules:
 
     package = (
         "llmbook[book] @ "
-        "git+https://github.com/llmbook/llm-theory-to-practice"
+        "git+https://github.com/{REPOSITORY}"
     )
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", package],
@@ -431,7 +436,7 @@ def test_page_loads_with_no_console_error_no_failed_request_and_nothing_from_the
     unrendered_math = page.locator("mjx-container merror").count()
     assert unrendered_math == 0, f"{document}: {unrendered_math} formula(s) MathJax could not typeset"
     if (ROOT / f"{document}.ipynb").is_file():  # every chapter notebook opens in Colab from its page
-        colab = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/{document}.ipynb"
+        colab = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{LAUNCH_BRANCH}/{document}.ipynb"
         assert page.locator(f"a[href='{colab}']").count() >= 1, f"{document}: no Colab launch link to {colab}"
 
 
@@ -502,7 +507,7 @@ def test_attention_chapter_has_a_colab_launch_link(open_page):
     page, _ = open_page(chapter(ATTENTION_CHAPTER))
     links = page.locator("a[href*='colab.research.google.com']")
     assert links.count() >= 1, "no Colab launch button"
-    expected = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/{ATTENTION_CHAPTER}.ipynb"
+    expected = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{LAUNCH_BRANCH}/{ATTENTION_CHAPTER}.ipynb"
     assert links.first.get_attribute("href") == expected
 
 

@@ -75,7 +75,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(gpt=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
                     batch_size=16, steps=600, lr=2e-3, warmup=50, eval_interval=100, eval_steps=10, log_interval=5),
         "gpu": dict(gpt=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
-                    batch_size=64, steps=5000, lr=1e-3, warmup=100, eval_interval=250, eval_steps=50,
+                    batch_size=64, steps=1600, lr=1e-3, warmup=100, eval_interval=200, eval_steps=20,
                     log_interval=10),
     },
 }  # fmt: skip

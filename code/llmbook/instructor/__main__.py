@@ -3,6 +3,7 @@
     python -m llmbook.instructor student-edition book/ OUT/
     python -m llmbook.instructor grade SUBMISSIONS/ --out grades.csv [--original book/]
     python -m llmbook.instructor list [book/]
+    python -m llmbook.instructor colab-edition _build/jupyter_execute _build/colab [--html _build/html]
 
 Needs the ``instructor`` extra: ``pip install "llmbook[instructor]"``.
 """
@@ -50,6 +51,22 @@ def _grade(args: argparse.Namespace) -> int:
     for student, passed in sorted(scores.items()):
         print(f"{student:<30} {sum(passed)}/{len(passed)}")
     print(f"\n{len(rows)} rows written to {args.out}")
+    return 0
+
+
+def _colab_edition(args: argparse.Namespace) -> int:
+    from .colab import ColabError, write_colab_edition
+
+    try:
+        written = write_colab_edition(
+            args.executed, args.out, toc=args.toc, html=args.html, budget=args.budget, version=args.version
+        )
+    except ColabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{len(written)} Colab notebooks in {args.out}: glue values, outputs and student stubs in place.")
     return 0
 
 
@@ -104,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("list", help="list each chapter's graded exercises and their checks")
     listing.add_argument("book", nargs="?", default="book")
     listing.set_defaults(run=_list)
+
+    colab = commands.add_parser("colab-edition", help="write the Colab edition from the executed book build")
+    colab.add_argument("executed", help="the build's executed notebooks (_build/jupyter_execute)")
+    colab.add_argument("out", help="output folder (_build/colab)")
+    colab.add_argument("--html", help="the built HTML book, for the bibliography's anchors (_build/html)")
+    colab.add_argument("--toc", help="another table of contents (default: _toc.yml)")
+    colab.add_argument("--budget", default="cpu", help="the budget the build ran at (named in the first cell)")
+    colab.add_argument("--version", help="git tag or commit to install (default: HEAD's tag, else its commit)")
+    colab.set_defaults(run=_colab_edition)
 
     args = parser.parse_args(argv)
     try:
