@@ -266,7 +266,7 @@ def explore(
                 for i, text in enumerate(shown)
             )
             control = f'<select class="llmbook-control" data-param="{name}" aria-label="{label}">{options}</select>'
-        rows.append(f'<div class="llmbook-row"><span class="llmbook-label">{label}</span>{control}</div>')
+        rows.append(f'<div class="llmbook-row"><span class="llmbook-label">{label}</span><span>{control}</span></div>')
     heading = f'<div class="llmbook-title">{html.escape(title)}</div>' if title else ""
     page = f"""<div id="{uid}" class="llmbook-controls" data-point="{first}">
 <style>
@@ -274,8 +274,10 @@ def explore(
   color: #222; background: #fff; padding: 6px; border: 1px solid #ddd; border-radius: 6px; max-width: 100%;
   box-sizing: border-box; overflow-x: auto;}}
 #{uid} .llmbook-title {{font-weight: 600; margin-bottom: 4px;}}
-#{uid} .llmbook-row {{margin: 3px 0; display: flex; align-items: center; gap: 8px;}}
-#{uid} .llmbook-label {{min-width: 90px; color: #555;}}
+#{uid} .llmbook-rows {{display: grid; grid-template-columns: max-content auto; gap: 3px 10px; align-items: center;}}
+#{uid} .llmbook-row {{display: contents;}}
+#{uid} .llmbook-row > span:last-child {{display: flex; align-items: center; gap: 8px;}}
+#{uid} .llmbook-label {{color: #555;}}
 #{uid} input[type=range] {{width: 220px; max-width: 50%;}}
 #{uid} select {{font: inherit;}}
 #{uid} .llmbook-value {{font-variant-numeric: tabular-nums; min-width: 4em;}}
@@ -284,7 +286,7 @@ def explore(
   padding: 6px; border-radius: 4px; font-size: 12.5px;}}
 #{uid} .llmbook-controls-output img {{max-width: 100%; height: auto;}}
 </style>
-{heading}{"".join(rows)}
+{heading}<div class="llmbook-rows">{"".join(rows)}</div>
 <div class="llmbook-controls-output">{_output_html(outputs[index[first]])}</div>
 <script type="application/json" class="llmbook-controls-data">{data_json}</script>
 <script>{_SCRIPT.replace("__UID__", uid)}</script>
