@@ -9,7 +9,8 @@ any console error):
 * Pages with saved ipywidgets load the widget manager (@jupyter-widgets/html-manager 1.x, an AMD
   module) from a CDN. It finds its font files relative to its module URL, which require.js
   resolves against the *page* unless told where the module lives: the fonts then 404. A
-  ``require.config`` before it points the module at the CDN folder it is loaded from.
+  ``require.config`` before it points the module at the folder it is loaded from (the CDN's, or
+  the book's own copy under ``_static/vendor``).
 * The same widget manager typesets widget labels with MathJax 2's ``MathJax.Hub.Queue``; the book
   loads MathJax 3, which has no ``Hub``. A small adapter maps it onto ``MathJax.typesetPromise``.
 """
@@ -22,7 +23,8 @@ from typing import Any
 
 from sphinx.builders.html._assets import _JavaScript
 
-_WIDGET_MANAGER = re.compile(r"^(?P<dist>https?://.+/@jupyter-widgets/html-manager@[^/]+/dist)/embed-amd\.js$")
+# From a CDN, or from the book's own copy (_static/vendor/..., _ext/offline_assets.py).
+_WIDGET_MANAGER = re.compile(r"^(?P<dist>(?:https?://.+/|.*/)?@jupyter-widgets/html-manager@[^/]+/dist)/embed-amd\.js$")
 
 _WIDGET_MANAGER_SETUP = """\
 require.config({paths: {"@jupyter-widgets/html-manager/dist": %s}});
@@ -60,7 +62,10 @@ def _fix_scripts(app, pagename, templatename, context, doctree) -> None:
         seen.add(key)
         match = _WIDGET_MANAGER.match(str(getattr(script, "filename", "") or ""))
         if match:
-            body = _WIDGET_MANAGER_SETUP % json.dumps(match.group("dist"))
+            dist = match.group("dist")
+            if "://" not in dist:  # the book's own copy: a URL relative to this page
+                dist = context["pathto"](dist, resource=True)
+            body = _WIDGET_MANAGER_SETUP % json.dumps(dist)
             fixed.append(_JavaScript(None, priority=getattr(script, "priority", 500), body=body))
         fixed.append(script)
     scripts[:] = fixed

@@ -1001,3 +1001,155 @@ print(json.dumps({"mimes": sorted(data), "metadata": metadata, "record": figures
     assert shown["record"] == [8.0, 200.0]
     assert shown["metadata"]["image/png"] == {"width": shown["png_width"] // 2}
     assert 400 <= shown["metadata"]["image/png"]["width"] <= 500  # 5 in at 100 dpi, tight box
+
+
+# --- controls that work in the static page, and a book that needs no CDN (issue 13) ------------------
+
+CONTROL_CHAPTERS = {  # chapter -> panels of llmbook.controls.explore it shows
+    "book/01_ngrams": 1,
+    "book/02_tokens": 1,
+    "book/04_attention": 2,
+    "book/06_training": 1,
+}
+
+_SHOWN_JS = """panel => {
+    const output = panel.querySelector('.llmbook-controls-output');
+    const image = output.querySelector('img');
+    return {point: panel.getAttribute('data-point'), shown: image ? image.src : output.textContent};
+}"""
+
+
+def _move_every_control(page, document: str) -> list[str]:
+    """Move each control of each llmbook.controls panel on the page once; what did not change what is shown."""
+    problems = []
+    panels = page.locator(".llmbook-controls")
+    for number in range(panels.count()):
+        panel = panels.nth(number)
+        panel.scroll_into_view_if_needed()
+        if panel.get_attribute("data-ready") != "1":
+            problems.append(f"{document}: controls panel {number} did not start (no data-ready)")
+            continue
+        controls = panel.locator(".llmbook-control")
+        if controls.count() == 0:
+            problems.append(f"{document}: controls panel {number} has no control")
+        for index in range(controls.count()):
+            control = controls.nth(index)
+            name = control.get_attribute("data-param")
+            before = panel.evaluate(_SHOWN_JS)
+            if control.evaluate("el => el.type") == "range":
+                at_end = control.evaluate("el => el.value === el.max")
+                control.focus()
+                control.press("Home" if at_end else "End")
+            else:
+                options = control.locator("option")
+                current = control.evaluate("el => el.selectedIndex")
+                control.select_option(index=(current + 1) % options.count())
+            after = panel.evaluate(_SHOWN_JS)
+            if after["point"] == before["point"]:
+                problems.append(f"{document}: panel {number}, moving '{name}' did not change the grid point")
+            elif after["shown"] == before["shown"]:
+                problems.append(
+                    f"{document}: panel {number}, moving '{name}' (point {before['point']} -> {after['point']}) "
+                    "did not change what is shown"
+                )
+    return problems
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", sorted(CONTROL_CHAPTERS))
+def test_every_control_changes_what_is_shown(open_page, document):
+    """Chapters 1, 2, 4 and 6 have static controls (llmbook.controls): each slider and menu switches the output."""
+    page, visit = open_page(chapter(document))
+    panels = page.locator(".llmbook-controls").count()
+    assert panels >= CONTROL_CHAPTERS[document], (
+        f"{document}: {panels} controls panels, expected {CONTROL_CHAPTERS[document]}"
+    )
+    problems = _move_every_control(page, document)
+    assert not problems, "\n".join(problems)
+    assert not visit.console_errors, visit.console_errors
+
+
+@pytest.fixture(scope="session")
+def open_offline_page(browser, book_url):
+    """``open_offline_page(document)`` -> (page, attempted): the page loaded with every request that
+    leaves 127.0.0.1 aborted; ``attempted`` lists those requests (the book must make none)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    attempted: dict[str, list[str]] = {}
+    current: list[str] = []
+
+    def route(route):
+        url = route.request.url
+        if url.startswith(book_url):
+            return route.continue_()
+        attempted.setdefault(current[-1], []).append(url)
+        return route.abort("blockedbyclient")
+
+    context.route("**/*", route)
+    pages = []
+
+    def open_(document: str):
+        current.append(document)
+        page = context.new_page()
+        pages.append(page)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.goto(f"{book_url}/{document}.html", wait_until="networkidle", timeout=60_000)
+        diagrams = page.locator(".mermaid")
+        for index in range(diagrams.count()):  # a diagram is laid out once it has been on screen
+            diagrams.nth(index).scroll_into_view_if_needed()
+        for condition in (
+            "() => !document.querySelector('.math') || (window.MathJax && MathJax.startup && MathJax.startup.promise)",
+            """() => [...document.querySelectorAll('.mermaid')].every(el =>
+                   el.querySelector('svg g.node') || el.hasAttribute('data-mermaid-render-failed'))""",
+        ):
+            try:
+                page.wait_for_function(condition, timeout=30_000)
+            except PlaywrightTimeout:
+                errors.append(f"not done within 30 s: {condition[:80]}")
+        page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+        page.wait_for_load_state("networkidle")
+        return page, attempted.get(document, []), errors
+
+    yield open_
+    for page in pages:
+        page.close()
+    context.close()
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("document", html_pages())
+def test_page_works_with_every_request_to_the_web_blocked(open_offline_page, document):
+    """The book serves its own MathJax, Mermaid and widget manager (_ext/offline_assets.py): with no
+    network at all, formulas are typeset, diagrams drawn, attention views and controls work, and the
+    page does not even try to reach a CDN."""
+    page, attempted, errors = open_offline_page(document)
+    assert not attempted, f"{document}: requests that leave the machine (a CDN?):\n" + "\n".join(attempted)
+    assert not errors, f"{document}: console errors with the network blocked:\n" + "\n".join(errors)
+    state = page.evaluate(
+        """() => ({
+        math: document.querySelectorAll('.math').length,
+        typeset: document.querySelectorAll('mjx-container').length,
+        failedMath: document.querySelectorAll('mjx-container merror').length,
+        diagrams: document.querySelectorAll('.mermaid').length,
+        undrawn: [...document.querySelectorAll('.mermaid')].filter(el => !el.querySelector('svg g.node')).length,
+        views: document.querySelectorAll('.llmbook-attention-view').length,
+        viewsDrawn: [...document.querySelectorAll('.llmbook-attention-view')]
+            .filter(v => v.querySelector('svg.llmbook-attention-lines [data-weight]')).length,
+        scripts: [...document.querySelectorAll('script[src]')].map(s => s.src),
+    })"""
+    )
+    if state["math"]:
+        assert state["typeset"] >= state["math"] and state["failedMath"] == 0, (
+            f"{document}: {state['math']} formulas, {state['typeset']} typeset by MathJax, {state['failedMath']} failed"
+        )
+    assert state["undrawn"] == 0, f"{document}: {state['undrawn']} of {state['diagrams']} Mermaid diagrams not drawn"
+    assert state["viewsDrawn"] == state["views"], (
+        f"{document}: {state['views'] - state['viewsDrawn']} of {state['views']} attention views drew nothing"
+    )
+    remote = [src for src in state["scripts"] if not src.startswith(page.url.split("/book/")[0])]
+    assert not remote, f"{document}: scripts from outside the book: {remote}"
+    problems = _move_every_control(page, document)
+    assert not problems, "\n".join(problems)
+    if document == ATTENTION_CHAPTER:
+        assert state["views"] >= 1 and state["diagrams"] >= 1 and state["typeset"] >= 10
