@@ -156,16 +156,13 @@ def test_empty_input_unseen_tokens_and_unfitted_models_are_clear_errors():
         NGramLM(2, k=-1)
 
 
-def test_chapter_scale_fit_is_fast():
-    import time
-
+def test_chapter_scale_fit_gives_kneser_ney_below_add_k_at_every_order():
     text = load_text("tinyshakespeare.txt")
-    start = time.perf_counter()
-    top = NGramLM(6, smoothing="kneser-ney").fit(text)
-    for n in range(1, 7):
-        for smoothing in ("add-k", "kneser-ney"):
-            top.derive(n, smoothing=smoothing, k=0.01).perplexity(text[-100_000:])
-    assert time.perf_counter() - start < 60  # about 5 s on an idle 2-core machine
+    top = NGramLM(6, smoothing="kneser-ney").fit(text[:-100_000])
+    for n in range(2, 7):
+        add_k = top.derive(n, smoothing="add-k", k=0.01).perplexity(text[-100_000:])
+        kneser_ney = top.derive(n, smoothing="kneser-ney").perplexity(text[-100_000:])
+        assert 1 < kneser_ney < add_k, (n, kneser_ney, add_k)
 
 
 def test_a_string_and_its_list_of_characters_score_the_same(shakespeare):

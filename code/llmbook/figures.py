@@ -370,4 +370,103 @@ def head_split_merge(T: int = 4, n_embd: int = 8, n_head: int = 4):
         color="0.35",
         linespacing=1.1,
     )
+# --- the book's pipeline, with the current stage marked -------------------------------------------------------------
+
+#: The stages of :func:`pipeline`, in order: (name, box label, the chapter that builds it).
+PIPELINE_STAGES = (
+    ("text", "text and\nn-grams", "Ch. 1"),
+    ("tokens", "tokens\nand ids", "Ch. 2"),
+    ("embeddings", "embeddings\n(vectors)", "Ch. 3"),
+    ("attention", "attention", "Ch. 4"),
+    ("transformer", "Transformer\n(GPT, BERT)", "Ch. 5"),
+    ("training", "loss and\ntraining", "Ch. 6"),
+    ("applications", "applications", "Ch. 7 on"),
+)
+PIPELINE_HIGHLIGHT = "#ffd54f"  # the stage of the chapter, as the Mermaid "where we are" diagrams had it
+PIPELINE_OTHER = "#eceff1"
+
+
+def pipeline(stage: str):
+    """The book's whole pipeline as a row of boxes, with ``stage`` highlighted; returns a matplotlib Figure.
+
+    The stages, left to right, and the chapter that builds each:
+
+    ============== ==================================================== =========
+    ``stage``      box                                                   chapter
+    ============== ==================================================== =========
+    ``"text"``     text, and the n-gram models that predict it           1
+    ``"tokens"``   tokens and ids                                        2
+    ``"embeddings"`` embeddings (vectors for tokens)                     3
+    ``"attention"`` attention                                            4
+    ``"transformer"`` the Transformer (GPT, BERT)                        5
+    ``"training"`` the loss and training                                 6
+    ``"applications"`` applications                                     7 on
+    ============== ==================================================== =========
+
+    The figure is 6.7 inches wide, 6.9 with the pad of a tight PNG (the text column at 100 dpi), with
+    9-point text or larger. It is built without pyplot, so a notebook shows it once, as the cell's value. Each box is a patch whose gid is
+    ``"stage-<name>"``; the highlighted one is filled with ``PIPELINE_HIGHLIGHT``.
+
+    >>> from matplotlib.colors import to_rgba
+    >>> fig = pipeline("tokens")
+    >>> [p.get_gid() for p in fig.axes[0].patches if p.get_facecolor() == to_rgba(PIPELINE_HIGHLIGHT)]
+    ['stage-tokens']
+    """
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    names = [name for name, _, _ in PIPELINE_STAGES]
+    if not isinstance(stage, str) or stage not in names:
+        raise ValueError(f"stage must be one of {', '.join(repr(n) for n in names)}; got {stage!r}")
+    figure = Figure(figsize=(6.7, 1.45), dpi=DPI)  # 6.9 in with the 0.1 in pad of a tight PNG
+    ax = figure.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, len(names))
+    ax.set_ylim(0, 1.45)
+    ax.axis("off")
+    width, gap = 0.86, 0.14
+    for index, (name, label, chapter) in enumerate(PIPELINE_STAGES):
+        here = name == stage
+        left = index + gap / 2
+        box = FancyBboxPatch(
+            (left, 0.42),
+            width,
+            0.78,
+            boxstyle="round,pad=0,rounding_size=0.08",
+            facecolor=to_rgba(PIPELINE_HIGHLIGHT if here else PIPELINE_OTHER),
+            edgecolor="#e65100" if here else "#90a4ae",
+            linewidth=2.2 if here else 1.0,
+            gid=f"stage-{name}",
+        )
+        ax.add_patch(box)
+        ax.text(
+            left + width / 2,
+            0.81,
+            label,
+            ha="center",
+            va="center",
+            fontsize=9,
+            linespacing=1.15,
+        )
+        ax.text(
+            left + width / 2,
+            0.2,
+            f"{chapter}: here" if here else chapter,
+            ha="center",
+            va="center",
+            fontsize=9,
+            fontweight="bold" if here else "normal",
+            color="#e65100" if here else "#37474f",
+        )
+        if index:
+            ax.add_patch(
+                FancyArrowPatch(
+                    (left - gap - 0.005, 0.81),
+                    (left + 0.005, 0.81),
+                    arrowstyle="-|>",
+                    mutation_scale=9,
+                    color="#546e7a",
+                    linewidth=1,
+                )
+            )
     return figure

@@ -61,16 +61,65 @@ def check_perplexity(perplexity):
         )
 
 
+def _check_corpus(seed: int, words: int = 2400) -> tuple[str, str]:
+    """A made-up language (Zipf-distributed words of syllables), split 80/20 into training and validation text."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "de", "po", "an", "el", "is", "or", "um"]
+    vocabulary = ["".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(120)]
+    frequency = 1 / np.arange(1, len(vocabulary) + 1)
+    text = " ".join(rng.choice(vocabulary, size=words, p=frequency / frequency.sum()))
+    cut = int(0.8 * len(text))
+    return text[:cut], text[cut:]
+
+
+_K_GRID = [10 ** (e / 8) for e in range(-32, 9)]  # 1e-4 .. 10, 41 values
+_K_TOLERANCE = 0.005  # within 0.5% of the best validation perplexity on the grid
+
+
+def _validation_perplexity(train_text, valid_text, n, k):
+    from ..ngram import NGramLM
+
+    return NGramLM(n, k=k).fit(train_text).perplexity(valid_text)
+
+
+def _k_by_training_perplexity(train_text, valid_text, n):  # plausible mistake: tuned on the training text
+    return min(_K_GRID[::4], key=lambda k: _validation_perplexity(train_text, train_text, n, k))
+
+
+def _k_with_the_worst_validation(train_text, valid_text, n):  # max instead of min
+    return max(_K_GRID[::4], key=lambda k: _validation_perplexity(train_text, valid_text, n, k))
+
+
 @exercise(
-    "ch01.add_one_prediction", name="p_a_given_a", title="Predict an add-one probability", wrong=[0, 0.25, 1 / 3, 0.5]
+    "ch01.tune_k",
+    name="tune_k",
+    title="Tune add-k's k on validation text",
+    wrong=[
+        lambda train_text, valid_text, n: 1.0,  # Laplace, untuned
+        lambda train_text, valid_text, n: 1e-4,  # "as little smoothing as possible"
+        _k_by_training_perplexity,
+        _k_with_the_worst_validation,
+    ],
 )
-def check_add_one_prediction(p_a_given_a):
-    expect(isinstance(p_a_given_a, (int, float)), f"your answer is {p_a_given_a!r}; write a number")
-    expect(
-        math.isclose(float(p_a_given_a), 0.2, rel_tol=1e-9),
-        f"your answer {p_a_given_a} is not right. Count c(a a) and c(a) in '<s> a b a b </s>', "
-        "then use (c(a a) + k) / (c(a) + k V) with k = 1 and V = 3 (a, b, </s>)",
-    )
+def check_tune_k(tune_k):
+    for seed, n in [(0, 3), (1, 4)]:
+        train_text, valid_text = _check_corpus(seed)
+        got = tune_k(train_text, valid_text, n)
+        expect(
+            isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got) and got > 0,
+            f"tune_k(train_text, valid_text, n={n}) returned {got!r}; return k itself, a number > 0",
+        )
+        scores = {k: _validation_perplexity(train_text, valid_text, n, k) for k in _K_GRID}
+        best_k = min(scores, key=scores.get)
+        yours = _validation_perplexity(train_text, valid_text, n, float(got))
+        expect(
+            yours <= scores[best_k] * (1 + _K_TOLERANCE),
+            f"for n = {n} your k = {got:.4g} gives validation perplexity {yours:.4f}, but k = {best_k:.3g} gives "
+            f"{scores[best_k]:.4f} (a range within {100 * _K_TOLERANCE:g}% of it passes). Try k over several orders "
+            "of magnitude and keep the one with the lowest perplexity on valid_text (never on train_text)",
+        )
 
 
 def _reference_unseen_fraction(train_tokens, valid_tokens, n):
@@ -109,13 +158,66 @@ def check_unseen_fraction(unseen_fraction):
         )
 
 
-@exercise("ch01.gpt3_parameters", name="gpt3_parameters", title="GPT-3's size", wrong=[17.5e9, 1.5e9, 175e6, 175])
-def check_gpt3_parameters(gpt3_parameters):
-    expect(
-        isinstance(gpt3_parameters, (int, float)), f"your answer is {gpt3_parameters!r}; write a number such as 1.5e9"
-    )
-    expect(
-        math.isclose(float(gpt3_parameters), 175e9, rel_tol=0.01),
-        f"your answer {gpt3_parameters:,.0f} is not GPT-3's parameter count. Write the number itself "
-        "(not in billions): 175亿 is 17.5 billion, which is not the figure in Brown et al. (2020)",
-    )
+def _reference_sample_next(counts, u):
+    """Inverse-CDF sampling in integer arithmetic: the token whose interval [low, high) of [0, total) holds u * total."""
+    total = sum(counts.values())
+    edge = 0
+    for token in sorted(counts):
+        edge += counts[token]
+        if u * total < edge:
+            return token
+    return max(counts)  # u = 1 - tiny: the last interval
+
+
+def _sample_in_given_order(counts, u):  # plausible mistake: the dict's own order, not sorted
+    total, edge = sum(counts.values()), 0.0
+    for token, count in counts.items():
+        edge += count / total
+        if u < edge:
+            return token
+    return list(counts)[-1]
+
+
+def _sample_closed_right(counts, u):  # plausible mistake: intervals (low, high], so u on an edge goes left
+    total, edge = sum(counts.values()), 0.0
+    for token in sorted(counts):
+        edge += counts[token] / total
+        if u <= edge:
+            return token
+    return max(counts)
+
+
+def _sample_uniform(counts, u):  # plausible mistake: ignores the counts
+    tokens = sorted(counts)
+    return tokens[min(int(u * len(tokens)), len(tokens) - 1)]
+
+
+@exercise(
+    "ch01.sample_next",
+    name="sample_next",
+    title="Sample the next token from counts",
+    wrong=[
+        _sample_in_given_order,
+        _sample_closed_right,
+        _sample_uniform,
+        lambda counts, u: max(counts, key=counts.get),  # always the most frequent (greedy)
+    ],
+)
+def check_sample_next(sample_next):
+    cases = [
+        ({"b": 3, "a": 1}, [0.0, 0.2, 0.25, 0.5, 0.999]),
+        ({"u": 61, "i": 2, "a": 1}, [0.0, 0.01, 0.02, 0.04, 0.05, 0.5, 0.9999]),
+        ({"x": 5}, [0.0, 0.7]),
+        ({"t": 1, " ": 2, "e": 1}, [0.0, 0.49, 0.5, 0.74, 0.75, 0.99]),
+        ({"the": 2, "a": 5, "of": 1}, [0.1, 0.3, 0.7, 0.9]),
+    ]
+    for counts, us in cases:
+        for u in us:
+            got = sample_next(dict(counts), u)
+            expected = _reference_sample_next(counts, u)
+            expect(
+                got == expected,
+                f"sample_next({counts}, u={u}) returned {got!r}; expected {expected!r}. Lay the tokens out in sorted "
+                "order on [0, 1), each over an interval as long as count / total, including its left end and "
+                "excluding its right end, and return the token whose interval holds u",
+            )

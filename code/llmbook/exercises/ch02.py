@@ -82,24 +82,116 @@ def check_one_hot_embed(one_hot_embed):
         )
 
 
+_ONE_WORD_A_LINE = r"[^\n]+|\n"  # each line is one chunk; a newline chunk is one byte, so it has no pair
+
+
+def _reference_train_bpe(word_counts, num_merges):
+    """The library's merges for ``word_counts``: each word a chunk, counted as often as it occurs."""
+    from ..tokenizers import BPETokenizer
+
+    text = "\n".join(word for word, count in word_counts.items() for _ in range(count))
+    if not text.replace("\n", ""):
+        return []
+    tokenizer = BPETokenizer.train(text, 256 + num_merges, special_tokens=[], pattern=_ONE_WORD_A_LINE)
+    return [tuple(pair) for pair in tokenizer.merges]
+
+
+def _bpe_words(word_counts, num_merges, weighted=True, smallest_on_ties=True, recount=True):
+    """BPE over words; the switches turn on plausible mistakes."""
+    words = {word: list(word.encode("utf-8")) for word in word_counts}
+    merges, first_counts = [], None
+    for new_id in range(256, 256 + num_merges):
+        counts = {}
+        for word, ids in words.items():
+            for pair in zip(ids, ids[1:]):
+                counts[pair] = counts.get(pair, 0) + (word_counts[word] if weighted else 1)
+        if not recount:
+            first_counts = first_counts or counts
+            ranked = sorted(first_counts, key=lambda p: (-first_counts[p], p))
+            return ranked[:num_merges]
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p)) if smallest_on_ties else max(counts, key=counts.get)
+        merges.append(pair)
+        words = {word: _reference_merge(ids, pair, new_id) for word, ids in words.items()}
+    return merges
+
+
+def _bpe_across_words(word_counts, num_merges):  # plausible mistake: all words glued into one sequence
+    return _bpe_words({"".join(w * c for w, c in word_counts.items()): 1}, num_merges) if word_counts else []
+
+
 @exercise(
-    "ch02.next_token_pairs",
-    name="next_token_pairs",
-    title="Next-token (input, target) pairs",
+    "ch02.train_bpe",
+    name="train_bpe",
+    title="Train BPE on counted words",
     wrong=[
-        lambda ids: (list(ids[1:]), list(ids[:-1])),  # swapped
-        lambda ids: (list(ids), list(ids)),  # copies the input
-        lambda ids: (list(ids[:-1]), list(ids[:-1])),
+        lambda word_counts, num_merges: _bpe_words(word_counts, num_merges, weighted=False),
+        lambda word_counts, num_merges: _bpe_words(word_counts, num_merges, smallest_on_ties=False),
+        lambda word_counts, num_merges: _bpe_words(word_counts, num_merges, recount=False),
+        _bpe_across_words,
     ],
 )
-def check_next_token_pairs(next_token_pairs):
-    for ids in ([5, 8, 2, 9], [1, 2], list(range(10, 0, -1))):
-        inputs, targets = next_token_pairs(list(ids))
-        inputs, targets = list(map(int, inputs)), list(map(int, targets))
+def check_train_bpe(train_bpe):
+    cases = [
+        ({"ba": 1, "ab": 1}, 1),  # a tie: the smallest pair, (97, 98), wins
+        ({"cat": 4, "cats": 2, "hat": 3, "that": 5, "chat": 1}, 6),
+        ({" the": 10, " then": 3, " other": 4, "the": 2}, 6),
+        ({"aaaa": 1}, 5),  # only two merges are possible: (a, a), then (aa, aa)
+        ({"你好": 3, "你们": 2, "好的": 1}, 4),
+        ({"x": 7}, 2),  # no pair at all
+        ({}, 3),
+    ]
+    for word_counts, num_merges in cases:
+        got = train_bpe(dict(word_counts), num_merges)
         expect(
-            inputs == ids[:-1] and targets == ids[1:],
-            f"next_token_pairs({ids}) returned inputs {inputs} and targets {targets}; "
-            f"expected inputs {ids[:-1]} and targets {ids[1:]} (the target at i is the token after position i)",
+            isinstance(got, (list, tuple)),
+            f"train_bpe({word_counts}, {num_merges}) returned a {type(got).__name__}; return the list of merged pairs",
+        )
+        got = [tuple(int(x) for x in pair) for pair in got]
+        expected = _reference_train_bpe(word_counts, num_merges)
+        expect(
+            got == expected,
+            f"train_bpe({word_counts}, {num_merges}) returned {got}; BPETokenizer.train learns {expected} on these "
+            "words (count pairs inside each word only, each weighted by the word's count; recount after every merge; "
+            "ties: the smallest pair; new ids 256, 257, ...; stop when no pair is left)",
+        )
+
+
+def _decode_each_token(ids, vocab):  # plausible mistake: a character split across tokens becomes U+FFFD
+    return "".join(vocab[i].decode("utf-8", errors="replace") for i in ids)
+
+
+@exercise(
+    "ch02.decode_tokens",
+    name="decode_tokens",
+    title="Decode byte-level tokens",
+    wrong=[
+        _decode_each_token,
+        lambda ids, vocab: "".join(vocab[i].decode("utf-8", errors="ignore") for i in ids),
+        lambda ids, vocab: b"".join(vocab[i] for i in ids).decode("latin-1"),
+        lambda ids, vocab: "".join(chr(i) for i in ids),
+    ],
+)
+def check_decode_tokens(decode_tokens):
+    from ..tokenizers import BPETokenizer
+
+    english = BPETokenizer.train("the cat sat on the mat; the hat is not a cat. " * 5, 300, special_tokens=[])
+    chinese = BPETokenizer.train("床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。" * 5, 300, special_tokens=[])
+    for tokenizer, text in [
+        (english, "the cat sat"),
+        (english, "床前明月光"),
+        (english, "naïve café 🙂👍🏽"),
+        (chinese, "明月光 🙂 cat"),
+        (chinese, ""),
+    ]:
+        ids = tokenizer.encode(text)
+        got = decode_tokens(list(ids), dict(tokenizer.vocab))
+        expect(
+            got == text,
+            f"decode_tokens(ids, vocab) returned {got!r} for the {len(ids)} ids {ids[:12]}{'...' if len(ids) > 12 else ''}"
+            f" of {text!r}; expected {text!r} (join the bytes of all tokens first, then decode them as UTF-8: one "
+            "character may be split across tokens)",
         )
 
 
