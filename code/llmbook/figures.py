@@ -370,6 +370,8 @@ def head_split_merge(T: int = 4, n_embd: int = 8, n_head: int = 4):
         color="0.35",
         linespacing=1.1,
     )
+
+
 # --- the book's pipeline, with the current stage marked -------------------------------------------------------------
 
 #: The stages of :func:`pipeline`, in order: (name, box label, the chapter that builds it).
