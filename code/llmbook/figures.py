@@ -370,6 +370,7 @@ def head_split_merge(T: int = 4, n_embd: int = 8, n_head: int = 4):
         color="0.35",
         linespacing=1.1,
     )
+    return figure
 
 
 # --- the book's pipeline, with the current stage marked -------------------------------------------------------------
