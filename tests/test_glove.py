@@ -404,7 +404,7 @@ def test_glove_on_a_slice_of_brown_learns_something(brown):
 
 def test_chapter_3_exercises_reject_every_wrong_answer():
     exercises = all_exercises("ch03")
-    assert len(exercises) >= 4
+    assert len(exercises) >= 6
     for ex in exercises:
         assert ex.wrong, ex.id
         for wrong in ex.wrong:
@@ -420,4 +420,36 @@ def test_chapter_3_exercises_accept_the_library_answers():
     assert run("ch03.window_counts", ch03._reference_window_counts).passed
     assert run("ch03.glove_loss", ch03._reference_loss).passed
     assert run("ch03.solve_analogy", ch03._reference_solve).passed
-    assert run("ch03.predict_count", 1 / 3).passed
+
+    def gradient_by_autograd(w, w_tilde, b, b_tilde, x, x_max, alpha):  # independent of GloVe.loss
+        leaves = [torch.as_tensor(v, dtype=torch.float64).clone().requires_grad_() for v in (w, w_tilde, b, b_tilde)]
+        w, w_tilde, b, b_tilde = leaves
+        weight = min(1.0, (x / x_max) ** alpha)
+        (weight * (w @ w_tilde + b + b_tilde - math.log(x)) ** 2).backward()
+        return tuple(leaf.grad for leaf in leaves)
+
+    def ppmi_with_loops(X):
+        X = np.asarray(X, dtype=float)
+        total, rows, columns = X.sum(), X.sum(1), X.sum(0)
+        out = np.zeros_like(X)
+        for i in range(X.shape[0]):
+            for j in range(X.shape[1]):
+                if X[i, j] > 0:
+                    out[i, j] = max(0.0, math.log(X[i, j] * total / (rows[i] * columns[j])))
+        return out
+
+    assert run("ch03.glove_gradient", gradient_by_autograd).passed
+    assert run("ch03.ppmi", ppmi_with_loops).passed
+
+
+def test_chapter_3_gradient_check_uses_the_library_objective(monkeypatch):
+    """The reference of ch03.glove_gradient is autograd through glove.GloVe.loss: break the loss, the check moves."""
+    from llmbook.exercises import ch03
+
+    def correct(w, w_tilde, b, b_tilde, x, x_max, alpha):
+        g = 2 * min(1.0, (x / x_max) ** alpha) * (float(w @ w_tilde) + b + b_tilde - math.log(x))
+        return g * w_tilde, g * w, g, g
+
+    assert run("ch03.glove_gradient", correct).passed
+    monkeypatch.setattr(ch03.GloVe, "loss", lambda self, i, j, x, x_max, alpha: (self(i, j) ** 2).sum())
+    assert not run("ch03.glove_gradient", correct).passed

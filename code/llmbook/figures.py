@@ -170,6 +170,209 @@ def setup() -> None:
     shell.display_formatter.formatters["image/png"].for_type(Figure, _retina_formatter)
 
 
+# --------------------------------------------------------------------------- Chapter 4's concept figures
+
+
+def _grid(ax, left: float, top: float, values, cell: float = 0.28, cmap: str = "Blues", blocked=None, colours=None):
+    """``values`` (rows x columns) as a grid of coloured squares whose top-left corner is at (left, top).
+
+    ``blocked`` (same shape, bool): squares drawn grey with a cross (a masked score). ``colours`` (one colour
+    per column) replaces the colour map. Returns (left, bottom, right, top) of the drawn grid.
+    """
+    import matplotlib
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values, dtype=float)
+    rows, columns = values.shape
+    low, high = float(values.min()), float(values.max())
+    scale = matplotlib.colormaps[cmap]
+    for r in range(rows):
+        for c in range(columns):
+            x, y = left + c * cell, top - (r + 1) * cell
+            if blocked is not None and blocked[r][c]:
+                ax.add_patch(Rectangle((x, y), cell, cell, facecolor="0.85", edgecolor="white", lw=1))
+                ax.plot([x + 0.2 * cell, x + 0.8 * cell], [y + 0.2 * cell, y + 0.8 * cell], color="0.55", lw=1)
+                continue
+            if colours is not None:
+                colour = colours[c]
+            else:
+                colour = scale(0.15 + 0.8 * (values[r, c] - low) / (high - low if high > low else 1.0))
+            ax.add_patch(Rectangle((x, y), cell, cell, facecolor=colour, edgecolor="white", lw=1))
+    return left, top - rows * cell, left + columns * cell, top
+
+
+def _arrow(ax, start, end, text: str | None = None, offset: float = 0.18, **text_options):
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", color="0.3", lw=1.2))
+    if text:
+        middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + offset)
+        ax.text(*middle, text, ha="center", va="bottom", fontsize=10, color="0.2", **text_options)
+
+
+def attention_flow(T: int = 4, d_k: int = 3, seed: int = 0):
+    """Chapter 4's data-flow figure of one attention head, drawn from real numbers.
+
+    Q, K and V (T x d_k each, random with ``seed``) -> scores Q Kᵀ / √d_k (T x T) -> causal mask (−∞
+    above the diagonal) -> softmax (each row sums to 1) -> weights · V (T x d_k). Every grid shows the
+    values the step computes, so the masked squares really are the ones the softmax gives zero weight.
+    Returns the matplotlib Figure (6.9 x 3.3 inches: the book's text column at 100 dpi).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import validate
+
+    T = validate.positive_int(T, "T", hint="the number of tokens, e.g. 4")
+    d_k = validate.positive_int(d_k, "d_k", hint="the width of a query, e.g. 3")
+    generator = np.random.default_rng(seed)
+    q, k, v = (generator.normal(size=(T, d_k)) for _ in range(3))
+    scores = q @ k.T / np.sqrt(d_k)
+    allowed = np.tril(np.ones((T, T), dtype=bool))
+    masked = np.where(allowed, scores, -np.inf)
+    weights = np.exp(masked - masked.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    output = weights @ v
+
+    figure, ax = plt.subplots(figsize=(6.9, 3.3))
+    ax.set_xlim(0, 10.6)
+    ax.set_ylim(0.1, 4.9)
+    ax.set_axis_off()
+    cell = min(0.3, 1.3 / max(T, d_k))
+
+    def label(box, title, shape):
+        x = (box[0] + box[2]) / 2
+        ax.text(x, box[1] - 0.08, title, ha="center", va="top", fontsize=11, fontweight="bold")
+        ax.text(x, box[1] - 0.4, shape, ha="center", va="top", fontsize=10, color="0.3", linespacing=1.1)
+
+    # Q and K on the left, one above the other; the steps left to right
+    q_box = _grid(ax, 0.2, 4.6, q, cell, "Purples")
+    k_box = _grid(ax, 0.2, 2.3, k, cell, "Greens")
+    top = 3.5
+    s_box = _grid(ax, 2.5, top, scores, cell, "Oranges")
+    m_box = _grid(ax, 4.75, top, np.where(allowed, scores, 0.0), cell, "Oranges", blocked=~allowed)
+    w_box = _grid(ax, 7.0, top, weights, cell, "Blues", blocked=~allowed)
+    o_box = _grid(ax, 9.35, top, output, cell, "Reds")
+    middle_y = (s_box[1] + s_box[3]) / 2
+    between = (w_box[2] + o_box[0]) / 2
+    v_box = _grid(ax, between - d_k * cell / 2, 4.85, v, cell, "Greys")
+    for box, title, shape in (
+        (q_box, "Q", f"{T}×{d_k}"),
+        (k_box, "K", f"{T}×{d_k}"),
+        (s_box, "scores", f"QKᵀ/√d_k, {T}×{T}"),
+        (m_box, "mask", "−∞ where\nforbidden"),
+        (w_box, "softmax", "each row\nsums to 1"),
+        (o_box, "output", f"{T}×{d_k}"),
+    ):
+        label(box, title, shape)
+    _arrow(ax, (q_box[2] + 0.08, (q_box[1] + q_box[3]) / 2), (s_box[0] - 0.1, middle_y + 0.25))
+    _arrow(ax, (k_box[2] + 0.08, (k_box[1] + k_box[3]) / 2), (s_box[0] - 0.1, middle_y - 0.25))
+    _arrow(ax, (s_box[2] + 0.1, middle_y), (m_box[0] - 0.1, middle_y))
+    _arrow(ax, (m_box[2] + 0.1, middle_y), (w_box[0] - 0.1, middle_y))
+    _arrow(ax, (w_box[2] + 0.1, middle_y), (o_box[0] - 0.1, middle_y))
+    _arrow(ax, (between, v_box[1] - 0.05), (between, middle_y + 0.05))
+    ax.text(v_box[0] - 0.1, (v_box[1] + v_box[3]) / 2, f"V {T}×{d_k}", ha="right", va="center", fontsize=10)
+    return figure
+
+
+def head_split_merge(T: int = 4, n_embd: int = 8, n_head: int = 4):
+    """Chapter 4's figure of multi-head attention's reshapes: split (B, T, E) into H heads, merge them back.
+
+    Column c of the (T, E) input is coloured by the head that receives it (head h gets features
+    h·E/H .. (h+1)·E/H − 1); the middle shows the (H, T, E/H) stack after ``view`` + ``transpose``, in
+    which every head attends on its own; the right the merged (T, E) result before W_O.
+    Returns the matplotlib Figure (6.9 x 3 inches).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import validate
+
+    T = validate.positive_int(T, "T", hint="the number of tokens, e.g. 4")
+    n_embd = validate.positive_int(n_embd, "n_embd", hint="the model width, e.g. 8")
+    n_head = validate.positive_int(n_head, "n_head", hint="a divisor of n_embd, e.g. 4")
+    if n_embd % n_head:
+        raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}); e.g. n_embd=8, n_head=4")
+    head_dim = n_embd // n_head
+    palette = plt.get_cmap("tab10").colors
+    column_colours = [palette[c // head_dim] for c in range(n_embd)]
+    figure, ax = plt.subplots(figsize=(6.9, 2.6))
+    ax.set_xlim(0, 11.1)
+    ax.set_ylim(1.0, 3.6)
+    ax.set_axis_off()
+    cell = min(0.24, 1.9 / n_embd, 1.4 / T)
+    gap = 0.25
+    top = 3.0
+    ones = np.ones((T, n_embd))
+
+    def caption(box, title, lines):
+        x = (box[0] + box[2]) / 2
+        ax.text(x, box[3] + 0.1, title, ha="center", va="bottom", fontsize=11, fontweight="bold")
+        ax.text(x, box[1] - 0.1, lines, ha="center", va="top", fontsize=10, color="0.2", linespacing=1.15)
+
+    left_box = _grid(ax, 0.2, top, ones, cell, colours=column_colours)
+    caption(left_box, "Q = x W_Q", f"(T, E)\n= ({T}, {n_embd})")
+    heads_left = left_box[2] + 2.05
+    boxes = []
+    for h in range(n_head):
+        boxes.append(
+            _grid(
+                ax,
+                heads_left + h * (head_dim * cell + gap),
+                top,
+                ones[:, :head_dim],
+                cell,
+                colours=[palette[h]] * head_dim,
+            )
+        )
+        ax.text(
+            (boxes[-1][0] + boxes[-1][2]) / 2,
+            top + 0.1,
+            f"h{h + 1}",
+            ha="center",
+            va="bottom",
+            fontsize=10,
+            color=palette[h],
+            fontweight="bold",
+        )
+    stack = (boxes[0][0], boxes[0][1], boxes[-1][2], boxes[0][3])
+    ax.text(
+        (stack[0] + stack[2]) / 2,
+        stack[1] - 0.1,
+        f"(H, T, E/H) = ({n_head}, {T}, {head_dim})\nattention in each head",
+        ha="center",
+        va="top",
+        fontsize=10,
+        color="0.2",
+        linespacing=1.15,
+    )
+    right_box = _grid(ax, stack[2] + 2.15, top, ones, cell, colours=column_colours)
+    caption(right_box, "merged", f"(T, E) = ({T}, {n_embd})\nthen · W_O")
+    middle = (left_box[1] + left_box[3]) / 2
+    _arrow(ax, (left_box[2] + 0.1, middle), (stack[0] - 0.1, middle), "split_heads", offset=0.08)
+    ax.text(
+        (left_box[2] + stack[0]) / 2,
+        middle - 0.1,
+        "view +\ntranspose",
+        ha="center",
+        va="top",
+        fontsize=10,
+        color="0.35",
+        linespacing=1.1,
+    )
+    _arrow(ax, (stack[2] + 0.1, middle), (right_box[0] - 0.1, middle), "merge_heads", offset=0.08)
+    ax.text(
+        (stack[2] + right_box[0]) / 2,
+        middle - 0.1,
+        "transpose\n+ view",
+        ha="center",
+        va="top",
+        fontsize=10,
+        color="0.35",
+        linespacing=1.1,
+    )
+    return figure
+
+
 # --- the book's pipeline, with the current stage marked -------------------------------------------------------------
 
 #: The stages of :func:`pipeline`, in order: (name, box label, the chapter that builds it).

@@ -1,7 +1,7 @@
 """Checks for the exercises of Chapter 3: Word vectors (GloVe).
 
 Each check compares the student's answer with the library's own code
-(``glove_weight``, ``cooccurrence``, ``GloVe.loss``, ``analogy``); the wrong
+(``glove_weight``, ``cooccurrence``, ``GloVe.loss`` and autograd through it, ``analogy``); the wrong
 answers listed with each check are the mistakes a student plausibly makes.
 """
 
@@ -262,23 +262,149 @@ def check_solve_analogy(solve_analogy):
     )
 
 
-# --------------------------------------------------------------------------- 5. predict the output
+# --------------------------------------------------------------------------- 5. one pair's gradient, by hand
+
+
+def _reference_gradient(w, w_tilde, b, b_tilde, x, x_max, alpha):
+    """Autograd through the library's objective (``GloVe.loss``) for one pair: (dJ/dw, dJ/dw~, dJ/db, dJ/db~)."""
+    model = GloVe(2, len(w)).double()
+    with torch.no_grad():
+        model.W[0], model.W_tilde[1], model.b[0], model.b_tilde[1] = w, w_tilde, b, b_tilde
+    loss = model.loss(torch.tensor([0]), torch.tensor([1]), torch.tensor([float(x)], dtype=torch.float64), x_max, alpha)
+    loss.backward()
+    return model.W.grad[0], model.W_tilde.grad[1], model.b.grad[0], model.b_tilde.grad[1]
+
+
+def _error(w, w_tilde, b, b_tilde, x):
+    return float(torch.dot(torch.as_tensor(w), torch.as_tensor(w_tilde))) + b + b_tilde - math.log(x)
+
+
+def _wrong_gradient_no_two(w, w_tilde, b, b_tilde, x, x_max=10.0, alpha=0.75):
+    g = min(1.0, (x / x_max) ** alpha) * _error(w, w_tilde, b, b_tilde, x)  # forgot the 2 of the square
+    return g * w_tilde, g * w, g, g
+
+
+def _wrong_gradient_swapped(w, w_tilde, b, b_tilde, x, x_max=10.0, alpha=0.75):
+    g = 2 * min(1.0, (x / x_max) ** alpha) * _error(w, w_tilde, b, b_tilde, x)
+    return g * w, g * w_tilde, g, g  # dJ/dw is g times w~, not w
+
+
+def _wrong_gradient_no_weight(w, w_tilde, b, b_tilde, x, x_max=10.0, alpha=0.75):
+    g = 2 * _error(w, w_tilde, b, b_tilde, x)  # f(X_ij) left out
+    return g * w_tilde, g * w, g, g
+
+
+def _wrong_gradient_count_not_log(w, w_tilde, b, b_tilde, x, x_max=10.0, alpha=0.75):
+    error = float(torch.dot(torch.as_tensor(w), torch.as_tensor(w_tilde))) + b + b_tilde - x
+    g = 2 * min(1.0, (x / x_max) ** alpha) * error
+    return g * w_tilde, g * w, g, g
+
+
+def _as_vector(value, what: str, size: int) -> torch.Tensor:
+    try:
+        vector = torch.as_tensor(value, dtype=torch.float64).detach().reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        expect(False, f"{what} is {value!r}; return a tensor or array")
+    expect(vector.numel() == size, f"{what} has {vector.numel()} entries; expected {size}")
+    return vector
 
 
 @exercise(
-    "ch03.predict_count",
-    name="predicted_count",
-    title="Predict one co-occurrence count",
-    wrong=[1.0, 2.0, 2.0 / 3.0, 0.5],
+    "ch03.glove_gradient",
+    name="glove_gradient",
+    title="One pair's gradient, by hand",
+    wrong=[_wrong_gradient_no_two, _wrong_gradient_swapped, _wrong_gradient_no_weight, _wrong_gradient_count_not_log],
 )
-def check_predicted_count(predicted_count):
-    # "the cat saw the dog", window 3, symmetric, 1/distance: X[cat, dog] = 1/3 (one pair, 3 apart)
-    expect(
-        isinstance(predicted_count, (int, float, np.floating)) and not isinstance(predicted_count, bool),
-        f"predicted_count should be a number, got {type(predicted_count).__name__}",
-    )
-    expect(
-        math.isclose(float(predicted_count), 1.0 / 3.0, rel_tol=1e-3),
-        f"you predicted X[cat, dog] = {predicted_count}; count how far apart 'cat' and 'dog' stand and "
-        "how many times they appear together within the window",
-    )
+def check_glove_gradient(glove_gradient):
+    generator = torch.Generator().manual_seed(5)
+    for dim, x, x_max, alpha in [(3, 4.0, 10.0, 0.75), (5, 250.0, 100.0, 0.75), (2, 0.5, 10.0, 0.5)]:
+        w = torch.randn(dim, generator=generator, dtype=torch.float64)
+        w_tilde = torch.randn(dim, generator=generator, dtype=torch.float64)
+        b, b_tilde = (float(torch.randn(1, generator=generator)) for _ in range(2))
+        got = glove_gradient(w.clone(), w_tilde.clone(), b, b_tilde, x, x_max, alpha)
+        expect(
+            isinstance(got, (tuple, list)) and len(got) == 4,
+            f"glove_gradient returned {type(got).__name__} {got!r:.80}; return four gradients "
+            "(grad_w, grad_w_tilde, grad_b, grad_b_tilde)",
+        )
+        want = _reference_gradient(w, w_tilde, b, b_tilde, x, x_max, alpha)
+        names = ("grad_w", "grad_w_tilde", "grad_b", "grad_b_tilde")
+        for name, value, reference in zip(names, got, want):
+            value = _as_vector(value, name, reference.numel())
+            expect(
+                torch.allclose(value, reference.reshape(-1), rtol=1e-4, atol=1e-8),
+                f"for X_ij = {x} (x_max = {x_max}, alpha = {alpha}) your {name} is "
+                f"{[round(v, 4) for v in value.tolist()]}; autograd through GloVe.loss gives "
+                f"{[round(v, 4) for v in reference.reshape(-1).tolist()]}. With e = w.w~ + b + b~ - log X_ij, "
+                "J_ij = f(X_ij) e**2, so dJ/de = 2 f(X_ij) e, and de/dw = w~, de/dw~ = w, de/db = de/db~ = 1",
+            )
+
+
+# --------------------------------------------------------------------------- 6. positive PMI
+
+
+def _reference_ppmi(X):
+    X = np.asarray(X, dtype=np.float64)
+    rows, columns, total = X.sum(1, keepdims=True), X.sum(0, keepdims=True), X.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(X * total / (rows * columns))
+    return np.where(X > 0, np.maximum(pmi, 0.0), 0.0)
+
+
+def _wrong_ppmi_negative_kept(X):
+    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(X * X.sum() / (X.sum(1, keepdims=True) * X.sum(0, keepdims=True)))
+    return np.where(X > 0, pmi, 0.0)
+
+
+def _wrong_ppmi_no_total(X):
+    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(X / (X.sum(1, keepdims=True) * X.sum(0, keepdims=True)))
+    return np.where(X > 0, np.maximum(pmi, 0.0), 0.0)
+
+
+def _wrong_ppmi_row_sums_misaligned(X):  # X.sum(1) without keepdims divides column j by row sum j
+    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(X * X.sum() / (X.sum(1) * X.sum(0)))
+    return np.where(X > 0, np.maximum(pmi, 0.0), 0.0)
+
+
+def _wrong_ppmi_log2(X):
+    return _reference_ppmi(X) / math.log(2)
+
+
+@exercise(
+    "ch03.ppmi",
+    name="ppmi",
+    title="Positive pointwise mutual information",
+    wrong=[_wrong_ppmi_negative_kept, _wrong_ppmi_no_total, _wrong_ppmi_row_sums_misaligned, _wrong_ppmi_log2],
+)
+def check_ppmi(ppmi):
+    tokens = "the cat sat on the mat the dog sat on the log".split()
+    words = list(dict.fromkeys(tokens))
+    counted = cooccurrence(tokens, Vocab(words, [tokens.count(w) for w in words]), window=2).toarray()
+    generator = np.random.default_rng(7)
+    sparse = generator.poisson(1.0, size=(6, 6)).astype(float)
+    sparse = sparse + sparse.T
+    cases = [
+        ("the counts of 'the cat sat on the mat the dog sat on the log', window 2", counted),
+        ("a random symmetric 6 x 6 count matrix", sparse),
+    ]
+    for name, X in cases:
+        got = np.asarray(ppmi(X.copy()), dtype=np.float64)
+        want = _reference_ppmi(X)
+        expect(got.shape == want.shape, f"ppmi(X) of shape {X.shape} returned shape {got.shape}")
+        expect(
+            bool(np.all(np.isfinite(got))),
+            f"for {name} your PPMI has {int((~np.isfinite(got)).sum())} nan or inf entries: where X_ij = 0, "
+            "log 0 = -inf; set those entries to 0",
+        )
+        worst = np.unravel_index(np.argmax(np.abs(got - want)), want.shape)
+        expect(
+            np.allclose(got, want, atol=1e-6),
+            f"for {name} your PPMI[{worst[0]}, {worst[1]}] = {got[worst]:.4f}, expected {want[worst]:.4f} "
+            "(max(0, ln(X_ij * sum(X) / (row sum_i * column sum_j))), natural log, 0 where X_ij = 0)",
+        )
