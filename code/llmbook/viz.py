@@ -637,7 +637,7 @@ def attention_grid(attentions, tokens: Sequence[str] | None = None, title: str |
     scores = head_scores(list(weights)) if T_q == T_k and T_q > 1 else None
     n = min(max_tokens, T_q, T_k)
     panel = min(1.6, 6.6 / H)
-    figure, axes = plt.subplots(L, H, figsize=(0.4 + panel * H, 0.5 + panel * L + 0.3 * (title is not None)),
+    figure, axes = plt.subplots(L, H, figsize=(0.4 + panel * H, 0.5 + (panel + 0.45) * L + 0.3 * (title is not None)),
                                 squeeze=False)  # fmt: skip
     for layer in range(L):
         for head in range(H):
