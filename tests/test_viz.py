@@ -206,3 +206,96 @@ def test_the_view_pins_a_meaningful_query_at_load():
         attention_view(attention, tokens, pin=4)
     with pytest.raises(ValueError, match="'first'"):
         attention_view(attention, tokens, pin="first")
+
+
+# --------------------------------------------------------------------------- head scores and the all-heads grid
+
+
+def hand_made_heads(T=6):
+    """Four heads of one layer, built by hand: previous-token, first-token, uniform (causal), self."""
+    previous = torch.zeros(T, T)
+    previous[0, 0] = 1.0
+    previous[torch.arange(1, T), torch.arange(T - 1)] = 1.0
+    first = torch.zeros(T, T)
+    first[:, 0] = 1.0
+    uniform = torch.tril(torch.ones(T, T))
+    uniform = uniform / uniform.sum(-1, keepdim=True)
+    itself = torch.eye(T)
+    return torch.stack([previous, first, uniform, itself])[None]  # (1, 4, T, T)
+
+
+def test_head_scores_on_hand_made_heads():
+    from llmbook.viz import head_scores
+
+    scores = head_scores([hand_made_heads()])
+    assert scores.causal
+    # at query 1 the previous token is the first one: each of those heads scores 1/5 on the other
+    assert scores["previous"][0].tolist() == pytest.approx([1.0, 0.2, np.mean([1 / (q + 1) for q in range(1, 6)]), 0.0])
+    assert scores["first"][0].tolist() == pytest.approx([0.2, 1.0, np.mean([1 / (q + 1) for q in range(1, 6)]), 0.0])
+    assert scores["self"][0, 3] == pytest.approx(1.0) and scores["next"][0].max() == pytest.approx(0.0)
+    entropy = scores["entropy"][0]
+    assert entropy[2] == pytest.approx(1.0)  # uniform over the visible keys: the largest possible
+    assert entropy[0] == pytest.approx(0.0, abs=1e-9) and entropy[1] == pytest.approx(0.0, abs=1e-9)
+    assert scores.top("previous") == (0, 0) and scores.top("first") == (0, 1)
+    assert scores.top("entropy") in {(0, 0), (0, 1), (0, 3)}  # the one-hot heads tie at 0
+    rows = scores.rows()
+    assert len(rows) == 4 and rows[0]["layer"] == 0 and rows[2]["head"] == 2
+    assert "<table" in scores._repr_html_() and "<b>1.00</b>" in scores._repr_html_()
+
+
+def test_head_scores_bidirectional_uniform_and_next_token_heads():
+    from llmbook.viz import head_scores
+
+    T = 5
+    uniform = torch.full((T, T), 1 / T)
+    following = torch.zeros(T, T)
+    following[torch.arange(T - 1), torch.arange(1, T)] = 1.0
+    following[T - 1, T - 1] = 1.0
+    scores = head_scores([torch.stack([uniform, following])])
+    assert not scores.causal  # the upper triangle holds weight
+    assert scores["entropy"][0, 0] == pytest.approx(1.0)  # log T over log T
+    assert scores["next"][0, 1] == pytest.approx(1.0) and scores["previous"][0, 1] == pytest.approx(0.0)
+    assert scores["previous"][0, 0] == pytest.approx(1 / T)
+
+
+def test_head_scores_agree_with_a_real_model_and_refuse_bad_input():
+    from llmbook.models import GPT, GPTConfig
+    from llmbook.viz import head_scores
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        _, _, attentions = model(torch.randint(0, 11, (1, 8)), return_attention=True)
+    scores = head_scores(attentions)
+    assert scores.causal and scores["previous"].shape == (2, 2)
+    weights = torch.stack([a[0] for a in attentions])  # (L, H, T, T)
+    by_hand = weights[:, :, torch.arange(1, 8), torch.arange(7)].mean(-1)
+    assert np.allclose(scores["previous"], by_hand.numpy(), atol=1e-6)
+    assert ((scores["entropy"] > 0) & (scores["entropy"] <= 1 + 1e-6)).all()
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        head_scores([torch.ones(1, 1, 1, 1)])
+    with pytest.raises(ValueError, match="self-attention"):
+        head_scores([torch.full((1, 2, 3), 0.5)])
+    with pytest.raises(ValueError, match="before the softmax"):
+        head_scores([torch.randn(2, 4, 4) * 5])
+    with pytest.raises(ValueError, match="score"):
+        scores["prev"]
+
+
+def test_attention_grid_and_score_plot_are_legible_and_one_panel_per_head():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from llmbook.figures import smallest_font
+    from llmbook.viz import attention_grid, plot_head_scores
+
+    attentions = random_attention(layers=2, heads=4, T=10)
+    figure = attention_grid(attentions, list("abcdefghij"), title="all heads")
+    assert len(figure.axes) == 8
+    assert figure.get_size_inches()[0] <= 7.0 + 1e-9
+    assert smallest_font(figure) >= 9
+    figure = plot_head_scores(attentions)
+    assert len(figure.axes) == 3 and figure.get_size_inches()[0] <= 7.0 + 1e-9
+    assert smallest_font(figure) >= 9
+    with pytest.raises(ValueError, match="score"):
+        plot_head_scores(attentions, names=["nonsense"])

@@ -52,6 +52,8 @@ LIMIT_MINUTES = 10  # every chapter at the gpu budget, on a T4, by this arithmet
 # distinct characters; the first 10 files of the Tang poems (Chapter 6's tang_files=10) 6,000.
 SHAKESPEARE_VOCAB = 65
 TANG_VOCAB_10_FILES = 6000
+# Characters of Tiny Shakespeare's validation split (the last 10% of 1,115,394).
+VALIDATION_CHARS = 111_540
 
 
 @dataclass(frozen=True)
@@ -173,18 +175,19 @@ def _chapter_5(size: Mapping[str, Any]) -> list[Run]:
         n_head=size["n_head"],
         n_embd=size["n_embd"],
     )
-    bert = _bert(
-        vocab_size=SHAKESPEARE_VOCAB + 1,
-        block_size=size["block_size"],
-        n_layer=size["n_layer"],
-        n_head=size["n_head"],
-        n_embd=size["n_embd"],
-    )
+    bert = _bert(vocab_size=SHAKESPEARE_VOCAB + 1, **size["bert"])
     every = dict(batch_size=size["batch_size"], eval_interval=size["eval_interval"], eval_steps=size["eval_steps"])
     return [
         training_run("GPT with the causal mask", gpt, size["steps"], **every),
         training_run("GPT without the causal mask", gpt, size["steps"], **every),
-        training_run("BERT (masked LM)", bert, size["bert_steps"], **every),
+        training_run(
+            "BERT (masked LM)",
+            bert,
+            size["bert_steps"],
+            size["bert_batch_size"],
+            size["eval_interval"],
+            size["eval_steps"],
+        ),
     ]
 
 
@@ -198,8 +201,8 @@ def _chapter_6(size: Mapping[str, Any]) -> list[Run]:
         size["eval_interval"],
         size["eval_steps"],
     )
-    bert_steps = size["bert_steps"]
-    bert = _bert(vocab_size=SHAKESPEARE_VOCAB + 1, **size["bert"])
+    # The 22-line teaching loop: a 1-layer, 32-wide GPT on the char GPT's batches, no evaluation.
+    plain = _gpt(vocab_size=SHAKESPEARE_VOCAB, block_size=size["gpt"]["block_size"], n_layer=1, n_head=2, n_embd=32)
     tang = _gpt(vocab_size=TANG_VOCAB_10_FILES, bias=False, **size["tang_gpt"])
     tang_steps = size["tang_steps"]
     # The resume demonstration: three runs of a 1-layer, 32-wide GPT, batch 4 × 32 tokens (on the CPU).
@@ -209,14 +212,7 @@ def _chapter_6(size: Mapping[str, Any]) -> list[Run]:
         char_gpt,
         # The LSTM trains for as long as the GPT took (max_seconds = the GPT's time): the GPT's cost again.
         Run("LSTM for the GPT's wall time", char_gpt.flops),
-        training_run(
-            "BERT (masked LM)",
-            bert,
-            bert_steps,
-            size["bert_batch_size"],
-            max(1, bert_steps // 4),
-            size["eval_steps"],
-        ),
+        training_run("plain training loop", plain, size["plain_steps"], size["batch_size"]),
         training_run(
             "GPT on Tang poems",
             tang,
@@ -226,6 +222,9 @@ def _chapter_6(size: Mapping[str, Any]) -> list[Run]:
             size["eval_steps"],
         ),
         training_run("resume demonstration", small, 4 * resume, 4, resume, 2),
+        # The perplexity table scores the validation split (about 111,000 characters) with the GPT and the LSTM
+        # in half-overlapping windows: every character is read twice, forward only; the LSTM counted as the GPT.
+        Run("perplexity table", 2 * 2 * gpt.flops_per_token(training=False) * VALIDATION_CHARS),
     ]
 
 

@@ -472,4 +472,68 @@ def pipeline(stage: str):
                     linewidth=1,
                 )
             )
+def gpt_vs_bert(text: str = "to be or", masked: tuple[int, ...] = (3,)):
+    """Concept figure of Chapter 5: GPT and BERT side by side, as the matplotlib figure it returns.
+
+    Each half shows the input characters of ``text`` (bottom), the attention
+    mask (which input each position may read: a filled square), and what is
+    predicted at the top: the next character at every position for GPT (the
+    causal mask is a lower triangle), only the hidden characters (positions
+    ``masked``, shown as [M] in BERT's input) for BERT, whose mask is full.
+    At most 7 in wide; no text under 10 pt.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    chars = list(text)
+    T = len(chars)
+    if not 2 <= T <= 10:
+        raise ValueError(f"text must have 2 to 10 characters to stay legible, got {T} ({text!r})")
+    for position in masked:
+        if not 0 <= position < T:
+            raise ValueError(f"masked position {position} is outside the text (0..{T - 1})")
+
+    def shown(ch):
+        return "␣" if ch == " " else ch
+
+    figure, axes = plt.subplots(1, 2, figsize=(7.0, 4.3))
+    halves = [
+        ("GPT (decoder): left to right", True, "predicts the next character everywhere"),
+        ("BERT (encoder): both sides", False, "predicts only the hidden characters"),
+    ]
+    for axis, (title, causal, caption) in zip(axes, halves):
+        inputs = [("[M]" if (not causal and i in masked) else shown(c)) for i, c in enumerate(chars)]
+        if causal:
+            outputs = [shown(c) for c in chars[1:]] + ["?"]
+        else:
+            outputs = [shown(chars[i]) if i in masked else "" for i in range(T)]
+        # the mask: column = the position that predicts (under its target), row = the input it may read
+        # (input 0 at the bottom, next to the input row)
+        for query in range(T):
+            for key in range(T):
+                allowed = key <= query if causal else True
+                colour = "#1565c0" if allowed else "#eeeeee"
+                axis.add_patch(Rectangle((query, key + 1.5), 0.9, 0.9, color=colour, lw=0))
+        for key, token in enumerate(inputs):
+            axis.text(-0.15, key + 1.95, token, ha="right", va="center", fontsize=10, color="0.35")
+        for i, token in enumerate(inputs):
+            axis.text(i + 0.45, 0.6, token, ha="center", va="center", fontsize=12 if len(token) == 1 else 10,
+                      fontweight="bold" if token == "[M]" else "normal",
+                      color="#c62828" if token == "[M]" else "black")  # fmt: skip
+            if outputs[i]:
+                axis.text(i + 0.45, T + 2.2, outputs[i], ha="center", va="center", fontsize=12, color="#2e7d32")
+                axis.add_patch(FancyArrowPatch((i + 0.45, T + 1.45), (i + 0.45, T + 1.9), arrowstyle="-|>",
+                                               mutation_scale=10, color="#2e7d32", lw=1))  # fmt: skip
+        axis.text(-0.3, 0.6, "input", ha="right", va="center", fontsize=10)
+        axis.text(-0.3, T + 2.2, "target", ha="right", va="center", fontsize=10, color="#2e7d32")
+        axis.text(-1.2, 1.5 + T / 2, "may read", ha="right", va="center", fontsize=10, rotation=90)
+        axis.set_title(title, fontsize=12)
+        axis.text(T / 2, -0.5, caption, ha="center", va="center", fontsize=10)
+        axis.set_xlim(-1.9, T + 0.1)
+        axis.set_ylim(-0.9, T + 2.7)
+        axis.set_aspect("equal")
+        axis.axis("off")
+    figure.text(0.5, 0.015, "blue square: the position of its column may read the input of its row (the attention mask)",
+                ha="center", fontsize=10)  # fmt: skip
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     return figure

@@ -73,7 +73,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": dict(gpt=dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0),
                       batch_size=8, steps=60, lr=3e-3, warmup=10, eval_interval=20, eval_steps=4, log_interval=2),
         "cpu": dict(gpt=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
-                    batch_size=16, steps=600, lr=2e-3, warmup=50, eval_interval=100, eval_steps=10, log_interval=5),
+                    batch_size=16, steps=500, lr=2e-3, warmup=50, eval_interval=100, eval_steps=10, log_interval=5),
         "gpu": dict(gpt=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
                     batch_size=64, steps=1600, lr=1e-3, warmup=100, eval_interval=200, eval_steps=20,
                     log_interval=10),

@@ -25,7 +25,16 @@ import torch
 from . import validate
 from .validate import one_of
 
-__all__ = ["AttentionView", "attention_view", "bertviz_view", "LiveLossPlot"]
+__all__ = [
+    "AttentionView",
+    "attention_view",
+    "bertviz_view",
+    "LiveLossPlot",
+    "HeadScores",
+    "head_scores",
+    "plot_head_scores",
+    "attention_grid",
+]
 
 DEFAULT_MAX_TOKENS = 64
 HEAD_COLOURS = [
@@ -460,3 +469,190 @@ class LiveLossPlot:
 
     def close(self) -> None:
         self.plt.close(self.figure)  # the display keeps the final picture; no second copy at cell end
+
+
+# --------------------------------------------------------------------------- every head at once (Chapter 5)
+
+SCORE_NAMES = ("previous", "first", "self", "next", "entropy")
+SCORE_MEANINGS = {
+    "previous": "mean weight on the previous token",
+    "first": "mean weight on the first token",
+    "self": "mean weight on the token itself",
+    "next": "mean weight on the next token",
+    "entropy": "mean entropy of a row over the largest it could be (1 = uniform over the visible keys)",
+}
+
+
+class HeadScores:
+    """Per-head summary scores of attention weights: :func:`head_scores` returns one.
+
+    Each score is an array (L, H), averaged over the query positions that have
+    the neighbour it looks at (``previous`` and ``first`` skip query 0; ``next``
+    skips the last query). ``entropy`` is each row's entropy divided by its
+    largest possible value, the log of the number of keys the row can see (all
+    of them; for causal weights, keys 0..q), so 1 means uniform attention and 0
+    attention on one key. ``rows()`` gives the table as dicts; in a notebook it
+    shows as an HTML table.
+    """
+
+    def __init__(self, scores: dict[str, np.ndarray], causal: bool):
+        self.scores = scores
+        self.causal = causal
+        self.n_layer, self.n_head = scores["previous"].shape
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        one_of(name, "score", SCORE_NAMES)
+        return self.scores[name]
+
+    def rows(self) -> list[dict]:
+        """One dict per head: layer, head and every score (floats)."""
+        return [
+            {"layer": layer, "head": head, **{name: float(self.scores[name][layer, head]) for name in SCORE_NAMES}}
+            for layer in range(self.n_layer)
+            for head in range(self.n_head)
+        ]
+
+    def top(self, name: str) -> tuple[int, int]:
+        """(layer, head) of the head with the highest ``name`` score (the lowest for ``entropy``)."""
+        values = self[name]
+        flat = values.argmin() if name == "entropy" else values.argmax()
+        layer, head = np.unravel_index(int(flat), values.shape)
+        return int(layer), int(head)
+
+    def _repr_html_(self) -> str:
+        best = {name: self.top(name) for name in SCORE_NAMES}
+        header = "".join(f'<th title="{html.escape(SCORE_MEANINGS[n])}">{n}</th>' for n in SCORE_NAMES)
+        body = []
+        for row in self.rows():
+            cells = []
+            for name in SCORE_NAMES:
+                strong = best[name] == (row["layer"], row["head"])
+                value = f"{row[name]:.2f}"
+                cells.append(f"<td>{'<b>' + value + '</b>' if strong else value}</td>")
+            body.append(f"<tr><td>{row['layer']}</td><td>{row['head']}</td>{''.join(cells)}</tr>")
+        return (
+            '<table class="llmbook-head-scores"><thead><tr><th>layer</th><th>head</th>'
+            f"{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            "<p><small>Bold: the strongest head for each score (lowest entropy).</small></p>"
+        )
+
+    def __repr__(self) -> str:
+        lines = ["layer head " + " ".join(f"{n:>8}" for n in SCORE_NAMES)]
+        for row in self.rows():
+            lines.append(f"{row['layer']:>5} {row['head']:>4} " + " ".join(f"{row[n]:8.3f}" for n in SCORE_NAMES))
+        return "\n".join(lines)
+
+
+def head_scores(attentions) -> HeadScores:
+    """Scores of every head (see :class:`HeadScores`): what kind of head is it?
+
+    ``attentions`` as for :func:`attention_view` (a list with one (1, H, T, T)
+    or (H, T, T) tensor per layer, as ``model(idx, return_attention=True)``
+    returns; the first sequence of a batch is used). Self-attention only
+    (T_q = T_k), at least two tokens. Weights whose upper triangle is zero are
+    treated as causal when the entropy is normalised.
+
+    >>> import torch
+    >>> prev = torch.zeros(1, 1, 4, 4)
+    >>> prev[0, 0, 0, 0] = 1.0
+    >>> prev[0, 0, torch.arange(1, 4), torch.arange(0, 3)] = 1.0
+    >>> head_scores([prev])["previous"].item()
+    1.0
+    """
+    weights = _as_layers(attentions)  # (L, H, T, T), validated
+    _, _, T_q, T_k = weights.shape
+    if T_q != T_k:
+        raise ValueError(f"head_scores needs self-attention (as many queries as keys), got T_q={T_q}, T_k={T_k}")
+    if T_q < 2:
+        raise ValueError(f"head_scores needs at least 2 tokens (a previous token to look at), got {T_q}")
+    T = T_q
+    causal = bool(np.all(np.triu(weights, k=1) <= 1e-6))
+    q = np.arange(1, T)
+    scores = {
+        "previous": weights[:, :, q, q - 1].mean(-1),
+        "first": weights[:, :, q, 0].mean(-1),
+        "self": weights[:, :, np.arange(T), np.arange(T)].mean(-1),
+        "next": weights[:, :, np.arange(T - 1), np.arange(1, T)].mean(-1),
+    }
+    p = np.clip(weights, 1e-12, 1.0)
+    row_entropy = -(weights * np.log(p)).sum(-1)  # (L, H, T)
+    visible = np.arange(1, T + 1) if causal else np.full(T, T)  # keys each query can see
+    rows = visible > 1  # a row with a single visible key has no choice to make
+    scores["entropy"] = (row_entropy[:, :, rows] / np.log(visible[rows])).mean(-1)
+    return HeadScores({name: np.asarray(value, dtype=float) for name, value in scores.items()}, causal)
+
+
+def plot_head_scores(scores, names: Sequence[str] = ("previous", "first", "entropy"), title: str | None = None):
+    """Draw :func:`head_scores` (or attentions, scored first) as one layer × head grid per score, values written in.
+
+    Returns the matplotlib figure (at most 7 in wide, text of 10 pt or more).
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(scores, HeadScores):
+        scores = head_scores(scores)
+    if isinstance(names, str) or not names:
+        raise TypeError(f"names must be a non-empty list of score names from {SCORE_NAMES}, got {names!r}")
+    for name in names:
+        one_of(name, "score", SCORE_NAMES)
+    L, H = scores.n_layer, scores.n_head
+    width = min(7.0, 0.6 + len(names) * (0.55 * H + 0.5))
+    figure, axes = plt.subplots(1, len(names), figsize=(width, 0.9 + 0.5 * L), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        values = scores[name]
+        axis.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+        for layer in range(L):
+            for head in range(H):
+                value = values[layer, head]
+                axis.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=10,
+                          color="white" if value > 0.6 else "black")  # fmt: skip
+        axis.set_xticks(range(H), [str(h) for h in range(H)], fontsize=10)
+        axis.set_yticks(range(L), [str(layer) for layer in range(L)], fontsize=10)
+        axis.set_xlabel("head", fontsize=10)
+        axis.set_title(name, fontsize=11)
+    axes[0][0].set_ylabel("layer", fontsize=10)
+    if title:
+        figure.suptitle(title, fontsize=12)
+    figure.tight_layout()
+    return figure
+
+
+def attention_grid(attentions, tokens: Sequence[str] | None = None, title: str | None = None, max_tokens: int = 24):
+    """Every head at once: a static grid of small heat maps, one row per layer, one column per head.
+
+    Each panel shows the weights of the first ``max_tokens`` tokens (query rows,
+    key columns) and is titled with the head's previous-token score, so a
+    reader can spot the kinds of heads before opening one in
+    :func:`attention_view`. ``tokens`` (one string per position) label the
+    first panel's axes when given. Returns the matplotlib figure (at most 7 in
+    wide, text of 9 pt or more).
+    """
+    import matplotlib.pyplot as plt
+
+    weights = _as_layers(attentions)
+    L, H, T_q, T_k = weights.shape
+    max_tokens = validate.positive_int(max_tokens, "max_tokens", hint="how many tokens each panel shows, e.g. 24")
+    if tokens is not None:
+        tokens = _check_tokens(tokens, T_q, "query")
+    scores = head_scores(list(weights)) if T_q == T_k and T_q > 1 else None
+    n = min(max_tokens, T_q, T_k)
+    panel = min(1.6, 6.6 / H)
+    figure, axes = plt.subplots(L, H, figsize=(0.4 + panel * H, 0.5 + (panel + 0.45) * L + 0.3 * (title is not None)),
+                                squeeze=False)  # fmt: skip
+    for layer in range(L):
+        for head in range(H):
+            axis = axes[layer][head]
+            axis.imshow(weights[layer, head, :n, :n], cmap="Blues", vmin=0.0, aspect="equal")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            label = f"L{layer} H{head}"
+            if scores is not None:
+                label += f"\nprev {scores['previous'][layer, head]:.2f}"
+            axis.set_title(label, fontsize=9)
+    if tokens is not None and n <= 12:
+        axes[0][0].set_xticks(range(n), [repr(t)[1:-1] for t in tokens[:n]], fontsize=9, rotation=90)
+        axes[0][0].set_yticks(range(n), [repr(t)[1:-1] for t in tokens[:n]], fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return figure

@@ -200,3 +200,95 @@ def check_training_flops(training_flops):
             "(12·L·d² in the blocks and V·d in the head), 2·T·d for q·kᵀ and 2·T·d for weights·v per layer, "
             "then 3x for forward + backward.",
         )
+
+
+# ------------------------------------------------------------------ find the previous-token head
+
+
+def _planted_heads(n_layer, n_head, T, layer, head, seed):
+    """Softmax attention (causal) of random heads, with one previous-token head planted at (layer, head),
+    a first-token head and a self head elsewhere, so the wrong kinds of head each have a clear winner too."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+    layers = []
+    for _ in range(n_layer):
+        scores = torch.randn(1, n_head, T, T, generator=generator)
+        layers.append(torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1))
+    q = torch.arange(1, T)
+    previous = torch.zeros(T, T)
+    previous[0, 0] = 1.0
+    previous[q, q - 1] = 0.9
+    previous[q, q] = 0.1
+    layers[layer][0, head] = previous
+    decoy_layer, decoy_head = (layer + 1) % n_layer, (head + 1) % n_head
+    first = torch.zeros(T, T)
+    first[:, 0] = 1.0
+    layers[decoy_layer][0, decoy_head] = first
+    layers[(layer + n_layer - 1) % n_layer][0, (head + 2) % n_head] = torch.eye(T)
+    return layers
+
+
+_HEAD_CASES = [(2, 4, 12, 1, 2, 0), (3, 3, 9, 0, 1, 1), (4, 2, 16, 3, 0, 2), (1, 4, 6, 0, 3, 3)]
+
+
+def _by_diagonal(offset):
+    def find(attentions):
+        best, where = -1.0, None
+        for layer, weights in enumerate(attentions):
+            weights = weights[0] if weights.dim() == 4 else weights
+            T = weights.shape[-1]
+            for head in range(weights.shape[0]):
+                values = torch.diagonal(weights[head], offset=offset)
+                score = float(values.mean()) if len(values) else 0.0
+                if T > 1 and score > best:
+                    best, where = score, (layer, head)
+        return where
+
+    return find
+
+
+def _first_token_head(attentions):
+    scores = [
+        (float(w[0, h, 1:, 0].mean()), (layer, h)) for layer, w in enumerate(attentions) for h in range(w.shape[1])
+    ]
+    return max(scores)[1]
+
+
+def _head_then_layer(attentions):
+    layer, head = _by_diagonal(-1)(attentions)
+    return head, layer
+
+
+@exercise(
+    "ch05.previous_token_head",
+    name="previous_token_head",
+    title="Find the previous-token head",
+    wrong=[_by_diagonal(0), _by_diagonal(1), _first_token_head, _head_then_layer],
+)
+def check_previous_token_head(previous_token_head):
+    from llmbook.models import GPT, GPTConfig
+    from llmbook.viz import head_scores
+
+    for n_layer, n_head, T, layer, head, seed in _HEAD_CASES:
+        attentions = _planted_heads(n_layer, n_head, T, layer, head, seed)
+        got = previous_token_head([a.clone() for a in attentions])
+        got = tuple(int(v) for v in got) if isinstance(got, (tuple, list)) else got
+        expect(
+            got == (layer, head),
+            f"for {n_layer} layers of {n_head} heads over {T} tokens your function returned {got!r}, but the head "
+            f"that puts the most weight on the previous token is (layer, head) = {(layer, head)}: it gives 0.9 of "
+            "every row q >= 1 to key q - 1 (the diagonal just below the main one). Average weights[q, q - 1] over "
+            "q = 1..T-1 for each head and return the (layer, head) with the largest mean.",
+        )
+    torch.manual_seed(5)
+    model = GPT(GPTConfig(vocab_size=13, block_size=10, n_layer=2, n_head=3, n_embd=24)).eval()
+    with torch.no_grad():
+        _, _, attentions = model(torch.randint(0, 13, (1, 10)), return_attention=True)
+    expected = head_scores(attentions).top("previous")
+    got = previous_token_head(list(attentions))
+    got = tuple(int(v) for v in got) if isinstance(got, (tuple, list)) else got
+    expect(
+        got == expected,
+        f"on an untrained GPT's attention (2 layers, 3 heads) you returned {got!r}; llmbook.viz.head_scores says "
+        f"the head with the largest mean weight on the previous token is {expected}.",
+    )

@@ -135,29 +135,6 @@ def check_tokens_per_step(tokens_per_step):
         )
 
 
-# ------------------------------------------------------------------ predict the loss at initialisation
-
-
-@exercise(
-    "ch06.init_loss",
-    name="init_loss",
-    title="Predict the loss of an untrained model",
-    wrong=[65.0, 1 / 65, math.log2(65), 0.0, math.log(64)],
-)
-def check_init_loss(init_loss):
-    expected = math.log(65)
-    expect(
-        isinstance(init_loss, (int, float)) and not isinstance(init_loss, bool),
-        f"init_loss should be a number, got {type(init_loss).__name__}",
-    )
-    expect(
-        abs(init_loss - expected) < 0.01,
-        f"init_loss = {init_loss:.4g} is not right. An untrained model gives every one of the 65 characters about "
-        "the same probability; the cross-entropy is minus the log (natural log: the loss is in nats) of the "
-        "probability of the correct character.",
-    )
-
-
 # ------------------------------------------------------------------ gradient clipping by global norm
 
 
@@ -231,3 +208,130 @@ def check_clip_by_global_norm(clip_by_global_norm):
                 "gradients by the same factor max_norm / total_norm, in place, and only when the total norm "
                 "exceeds max_norm.",
             )
+
+
+# ------------------------------------------------------------------ per-character perplexity of any tokenizer
+
+
+@exercise(
+    "ch06.char_perplexity",
+    name="char_perplexity",
+    title="Per-character perplexity from a per-token loss",
+    wrong=[
+        lambda loss, n_tokens, n_chars: math.exp(loss),  # per token, not per character
+        lambda loss, n_tokens, n_chars: math.exp(loss) * n_tokens / n_chars,  # scales the perplexity
+        lambda loss, n_tokens, n_chars: math.exp(loss * n_chars / n_tokens),  # ratio upside down
+        lambda loss, n_tokens, n_chars: 2 ** (loss * n_tokens / n_chars),  # bits, but the loss is in nats
+    ],
+)
+def check_char_perplexity(char_perplexity):
+    for loss, n_tokens, n_chars in ((1.5, 1000, 1000), (3.2, 250, 1000), (4.0, 10_000, 42_000), (0.9, 7, 7)):
+        expected = math.exp(loss * n_tokens / n_chars)
+        got = char_perplexity(loss, n_tokens, n_chars)
+        got = float(got) if torch.is_tensor(got) else got
+        expect(
+            isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=1e-6),
+            f"char_perplexity({loss}, {n_tokens}, {n_chars}) returned {got!r}; expected {expected:.5g}. The text's "
+            f"total negative log-likelihood is loss * n_tokens = {loss * n_tokens:.4g} nats whatever the tokens are; "
+            "share it over the characters, then undo the logarithm.",
+        )
+
+
+# ------------------------------------------------------------------ diagnose a training log
+
+_LOG_PROBLEMS = ("no warm-up", "clipping always", "diverged")
+
+
+def _training_log(steps=60, warmup=10, peak=1e-3, clip_share=0.1, diverge=False, seed=0):
+    """A log in the layout of train()'s history (log_step, lr, grad_norm, loss), with grad_clip 1.0."""
+    generator = torch.Generator().manual_seed(seed)
+    log = {"log_step": [], "lr": [], "grad_norm": [], "loss": [], "grad_clip": 1.0}
+    clipped = set(torch.randperm(steps, generator=generator)[: round(clip_share * steps)].tolist())
+    for step in range(steps):
+        if step < warmup:
+            lr = peak * (step + 1) / warmup
+        else:
+            lr = peak * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+        noise = 0.05 * float(torch.randn(1, generator=generator))
+        loss = 2.0 + 2.2 * math.exp(-step / 10) + noise  # falls fast, then a noisy plateau
+        if diverge and step > steps // 2:
+            loss = 2.0 + 0.3 * (step - steps // 2)
+        log["log_step"].append(step)
+        log["lr"].append(lr)
+        log["grad_norm"].append(1.5 + 0.3 * noise if step in clipped else 0.4 + noise)
+        log["loss"].append(loss)
+    return log
+
+
+_LOG_CASES = [
+    (dict(), set()),
+    (dict(warmup=0), {"no warm-up"}),
+    (dict(clip_share=0.9), {"clipping always"}),
+    (dict(diverge=True, seed=1), {"diverged"}),
+    (dict(warmup=0, clip_share=0.8, seed=2), {"no warm-up", "clipping always"}),
+    (dict(warmup=3, seed=3), set()),  # a short warm-up still starts below the peak
+    (dict(clip_share=0.3, seed=4), set()),  # clipping now and then is normal
+]
+
+
+def _warmup_means_lr_starts_at_zero(log):
+    found = set()
+    if log["lr"][0] > 0:
+        found.add("no warm-up")
+    if sum(g > log["grad_clip"] for g in log["grad_norm"]) > len(log["grad_norm"]) / 2:
+        found.add("clipping always")
+    if log["loss"][-1] > log["loss"][0]:
+        found.add("diverged")
+    return found
+
+
+def _any_clip_is_a_problem(log):
+    found = set()
+    if log["lr"][0] >= 0.99 * max(log["lr"]):
+        found.add("no warm-up")
+    if any(g > log["grad_clip"] for g in log["grad_norm"]):
+        found.add("clipping always")
+    if log["loss"][-1] > log["loss"][0]:
+        found.add("diverged")
+    return found
+
+
+def _ignores_divergence(log):
+    found = set()
+    if log["lr"][0] >= 0.99 * max(log["lr"]):
+        found.add("no warm-up")
+    if sum(g > log["grad_clip"] for g in log["grad_norm"]) > len(log["grad_norm"]) / 2:
+        found.add("clipping always")
+    return found
+
+
+def _compares_with_the_minimum(log):  # any bump above the best loss so far counts as divergence
+    found = _ignores_divergence(log)
+    if log["loss"][-1] > min(log["loss"]):
+        found.add("diverged")
+    return found
+
+
+@exercise(
+    "ch06.diagnose_log",
+    name="diagnose_log",
+    title="Diagnose a training log",
+    wrong=[_warmup_means_lr_starts_at_zero, _any_clip_is_a_problem, _ignores_divergence, _compares_with_the_minimum],
+)
+def check_diagnose_log(diagnose_log):
+    for settings, expected in _LOG_CASES:
+        log = _training_log(**settings)
+        got = diagnose_log({key: list(value) if isinstance(value, list) else value for key, value in log.items()})
+        got_set = set(got) if isinstance(got, (set, list, tuple, frozenset)) else got
+        described = (
+            f"a log whose learning rate starts at {log['lr'][0]:.2g} (peak {max(log['lr']):.2g}), whose gradient "
+            f"norm exceeds grad_clip = 1.0 on {sum(g > 1.0 for g in log['grad_norm'])} of {len(log['loss'])} "
+            f"steps and whose loss goes from {log['loss'][0]:.2f} to {log['loss'][-1]:.2f}"
+        )
+        expect(
+            got_set == expected,
+            f"for {described} you returned {got!r}; expected {sorted(expected) or 'an empty set (a healthy run)'}. "
+            "Warm-up means the first recorded rate is below the peak (a linear warm-up starts at peak / "
+            "warmup_steps, not at 0); clipping is a problem when it acts on more than half of the steps; a run "
+            "diverged when its last loss is above its first.",
+        )
