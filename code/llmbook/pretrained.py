@@ -84,7 +84,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": dict(gpt=dict(n_layer=1, n_head=2, n_kv_head=1, n_embd=32, block_size=128),
                       lines=400, batch_size=8, steps=40, lr=3e-3, warmup=5, eval_interval=20, eval_steps=2,
                       log_interval=5),
-        "cpu": dict(gpt=dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=128, block_size=128),
+        "cpu": dict(gpt=dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=128),
                     lines=4000, batch_size=16, steps=300, lr=3e-3, warmup=20, eval_interval=100, eval_steps=5,
                     log_interval=10),
         "gpu": dict(gpt=dict(n_layer=6, n_head=8, n_kv_head=2, n_embd=256, block_size=128),
