@@ -36,10 +36,11 @@ def _entries(folder):
 
 def test_available_names_each_model_and_unknown_names_are_clear_errors():
     names = pretrained.available()
-    assert set(names) == {"glove-brown", "char-gpt-shakespeare"}
+    assert set(names) == {"glove-brown", "char-gpt-shakespeare", "byte-llama-base"}
     assert all("Chapter" in description for description in names.values())
     with pytest.raises(
-        ValueError, match="no pretrained model named 'gpt-5'; available: char-gpt-shakespeare, glove-brown"
+        ValueError,
+        match="no pretrained model named 'gpt-5'; available: byte-llama-base, char-gpt-shakespeare, glove-brown",
     ):
         pretrained.pretrained("gpt-5")
     with pytest.raises(runtime.BudgetError, match="budget must be one of smoke, cpu, gpu"):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from . import validate
 from .attention import MultiHeadAttention, padding_mask
+from .modern import GroupedQueryAttention, RMSNorm, SwiGLU, swiglu_hidden
 
 __all__ = [
     "GPTConfig",
@@ -139,12 +140,13 @@ class MLP(nn.Module):
     12 d²) live.
     """
 
-    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True, hidden: int | None = None):
         super().__init__()
         validate.positive_int(n_embd, "n_embd")
         validate.probability(dropout, "dropout")
-        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)  # expand
-        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)  # project back to the residual stream
+        hidden = 4 * n_embd if hidden is None else validate.positive_int(hidden, "hidden")  # Chapter 9 sets it
+        self.fc = nn.Linear(n_embd, hidden, bias=bias)  # expand
+        self.proj = nn.Linear(hidden, n_embd, bias=bias)  # project back to the residual stream
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,25 +163,51 @@ class Block(nn.Module):
     and BERT): LN(x + Attn(x)), then LN(x + MLP(x)). ``is_causal`` forbids
     attending to later positions (a decoder); ``mask`` (bool, True = may
     attend) hides padding.
+
+    Chapter 9's options (the defaults are GPT-2's block): ``norm="rmsnorm"``,
+    ``mlp="swiglu"`` (width ``mlp_hidden``), ``rope=True`` (rotary positions
+    in attention) and ``n_kv_head`` (grouped-query attention,
+    :class:`llmbook.modern.GroupedQueryAttention`).
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, norm_first: bool = True):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        norm_first: bool = True,
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        n_kv_head: int | None = None,
+        rope: bool = False,
+        mlp_hidden: int | None = None,
+    ):
         super().__init__()
         validate.positive_int(n_embd, "n_embd")
         validate.probability(dropout, "dropout")
         self.norm_first = norm_first
-        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = MultiHeadAttention(n_embd, n_head, dropout=dropout, bias=bias)
+        self.rope = rope
+        self.ln_1 = _norm_layer(norm, n_embd, bias)
+        if n_kv_head is None:
+            self.attn = MultiHeadAttention(n_embd, n_head, dropout=dropout, bias=bias)
+        else:
+            self.attn = GroupedQueryAttention(n_embd, n_head, n_kv_head, dropout=dropout, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)  # on the attention's output, before the residual add
-        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = MLP(n_embd, dropout=dropout, bias=bias)
+        self.ln_2 = _norm_layer(norm, n_embd, bias)
+        if validate.one_of(mlp, "mlp", ("gelu", "swiglu")) == "gelu":
+            self.mlp = MLP(n_embd, dropout=dropout, bias=bias, hidden=mlp_hidden)
+        else:
+            self.mlp = SwiGLU(n_embd, hidden=mlp_hidden, dropout=dropout, bias=bias)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         _check_hidden(x, self.ln_1.normalized_shape[0])
         if self.norm_first:  # pre-LN: the residual stream x itself is never normalised
-            attended, weights = self.attn(self.ln_1(x), mask=mask, is_causal=is_causal, need_weights=need_weights)
+            attended, weights = self.attn(
+                self.ln_1(x), mask=mask, is_causal=is_causal, need_weights=need_weights, rope=self.rope
+            )
             x = x + self.attn_dropout(attended)  # (B, T, d)
             x = x + self.mlp(self.ln_2(x))
         else:  # post-LN: normalise after each residual add
@@ -187,6 +215,13 @@ class Block(nn.Module):
             x = self.ln_1(x + self.attn_dropout(attended))
             x = self.ln_2(x + self.mlp(x))
         return x, weights
+
+
+def _norm_layer(norm: str, n_embd: int, bias: bool) -> nn.Module:
+    """LayerNorm (GPT-2, BERT) or RMSNorm (Llama; Chapter 9)."""
+    if validate.one_of(norm, "norm", ("layernorm", "rmsnorm")) == "layernorm":
+        return nn.LayerNorm(n_embd, bias=bias)
+    return RMSNorm(n_embd)
 
 
 def _init_weights(model: nn.Module, n_layer: int) -> None:
@@ -219,6 +254,11 @@ class GPTConfig:
 
     ``causal=False`` removes the causal mask: the model can then see the token it
     is asked to predict. Chapter 5 uses it to show why a decoder needs the mask.
+
+    Chapter 9's modern block: ``norm="rmsnorm"``, ``mlp="swiglu"``,
+    ``positions="rope"`` and ``n_kv_head`` (key/value heads, a divisor of
+    ``n_head``; None: plain multi-head attention) give a Llama-style decoder;
+    ``mlp_hidden`` sets the MLP width (None: 4d for GELU, ≈8d/3 for SwiGLU).
     """
 
     vocab_size: int
@@ -229,9 +269,32 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms
     causal: bool = True
+    norm: str = "layernorm"  # or "rmsnorm" (Chapter 9)
+    mlp: str = "gelu"  # or "swiglu"
+    positions: str = "learned"  # or "rope": rotary, no position table
+    n_kv_head: int | None = None  # grouped-query attention: key/value heads (None: as many as n_head)
+    mlp_hidden: int | None = None  # the MLP's width (None: 4 n_embd for gelu, swiglu_hidden(n_embd) for swiglu)
 
     def __post_init__(self) -> None:
         _check_config_sizes(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
+        validate.one_of(self.norm, "norm", ("layernorm", "rmsnorm"))
+        validate.one_of(self.mlp, "mlp", ("gelu", "swiglu"))
+        validate.one_of(self.positions, "positions", ("learned", "rope"))
+        if self.mlp_hidden is not None:
+            validate.positive_int(self.mlp_hidden, "mlp_hidden")
+        if self.n_kv_head is not None:
+            validate.positive_int(self.n_kv_head, "n_kv_head")
+            if self.n_head % self.n_kv_head != 0:
+                divisors = [k for k in range(1, self.n_head + 1) if self.n_head % k == 0]
+                raise ValueError(
+                    f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head}): each key/value "
+                    f"head serves a whole group of query heads; use one of {divisors} (or None)"
+                )
+        if self.positions == "rope" and (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(
+                f"positions='rope' rotates pairs of features, so the head width n_embd // n_head must be even, "
+                f"got {self.n_embd} // {self.n_head} = {self.n_embd // self.n_head}"
+            )
 
 
 def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> int:
@@ -248,10 +311,43 @@ def gpt_num_params_formula(config: GPTConfig, non_embedding: bool = False) -> in
     if not isinstance(config, GPTConfig):
         raise TypeError("gpt_num_params_formula takes a GPTConfig, " + f"got {type(config).__name__}")
     V, T, L, d = config.vocab_size, config.block_size, config.n_layer, config.n_embd
-    per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
-    final_norm = 2 * d if config.bias else d
-    embeddings = 0 if non_embedding else (V + T) * d
-    return embeddings + L * per_block + final_norm
+    if _is_gpt2_block(config):
+        per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
+        final_norm = 2 * d if config.bias else d
+        embeddings = 0 if non_embedding else (V + T) * d
+        return embeddings + L * per_block + final_norm
+    # Chapter 9's options: count each part (RMSNorm has a gain and no shift).
+    kv = 2 * (config.n_kv_head or config.n_head) * (d // config.n_head)  # key and value widths together
+    norm = d if config.norm == "rmsnorm" or not config.bias else 2 * d
+    per_block = _block_matrix_weights(config) + 2 * norm
+    if config.bias:
+        hidden = _mlp_hidden(config)
+        per_block += (d + kv + d) + (hidden * (2 if config.mlp == "swiglu" else 1) + d)
+    positions = T * d if config.positions == "learned" else 0
+    embeddings = 0 if non_embedding else V * d + positions
+    return embeddings + L * per_block + norm
+
+
+def _is_gpt2_block(config: GPTConfig) -> bool:
+    return (config.norm, config.mlp, config.positions, config.n_kv_head, config.mlp_hidden) == (
+        "layernorm", "gelu", "learned", None, None
+    )  # fmt: skip
+
+
+def _mlp_hidden(config: GPTConfig) -> int:
+    if config.mlp_hidden is not None:
+        return config.mlp_hidden
+    return 4 * config.n_embd if config.mlp == "gelu" else swiglu_hidden(config.n_embd)
+
+
+def _block_matrix_weights(config: GPTConfig) -> int:
+    """The weights of one block's matrices: 12d² for GPT-2's block; fewer key/value weights with GQA,
+    3·d·h for a SwiGLU of width h."""
+    d = config.n_embd
+    kv = 2 * (config.n_kv_head or config.n_head) * (d // config.n_head)
+    attention = d * d + d * kv + d * d  # W_Q, W_K and W_V, W_O
+    mlp = (3 if config.mlp == "swiglu" else 2) * d * _mlp_hidden(config)
+    return attention + mlp
 
 
 class GPT(nn.Module):
@@ -270,12 +366,16 @@ class GPT(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)  # (V, d)
         self.position_embedding = nn.Embedding(config.block_size, config.n_embd)  # (T_max, d), learned
+        if config.positions == "rope":  # rotary positions act inside attention: no table (Chapter 9)
+            self.position_embedding = None
         self.dropout = nn.Dropout(config.dropout)
+        modern = dict(norm=config.norm, mlp=config.mlp, n_kv_head=config.n_kv_head,
+                      rope=config.positions == "rope", mlp_hidden=config.mlp_hidden)  # fmt: skip
         self.blocks = nn.ModuleList(
-            Block(config.n_embd, config.n_head, config.dropout, config.bias, norm_first=True)
+            Block(config.n_embd, config.n_head, config.dropout, config.bias, norm_first=True, **modern)
             for _ in range(config.n_layer)
         )
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = _norm_layer(config.norm, config.n_embd, config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, d) matrix reads and writes tokens
         _init_weights(self, config.n_layer)
@@ -287,7 +387,10 @@ class GPT(nn.Module):
             targets = _check_targets(targets, idx, config.vocab_size)
         B, T = idx.shape
         positions = torch.arange(T, device=idx.device)  # (T,)
-        x = self.dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, d)
+        x = self.token_embedding(idx)  # (B, T, d)
+        if self.position_embedding is not None:  # learned positions (rope: none, attention rotates q and k)
+            x = x + self.position_embedding(positions)
+        x = self.dropout(x)
         attentions = []
         for block in self.blocks:
             x, weights = block(x, is_causal=config.causal, need_weights=return_attention)
@@ -308,7 +411,9 @@ class GPT(nn.Module):
         the token and position embeddings, as in scaling laws."""
         total = sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
         if non_embedding:
-            total -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
+            total -= self.token_embedding.weight.numel()
+            if self.position_embedding is not None:
+                total -= self.position_embedding.weight.numel()
         return total
 
     def flops_per_token(self, context: int | None = None, training: bool = True) -> int:
@@ -328,7 +433,7 @@ class GPT(nn.Module):
         config = self.config
         T = config.block_size if context is None else validate.positive_int(context, "context")
         L, d, V = config.n_layer, config.n_embd, config.vocab_size
-        forward = 2 * (12 * L * d * d + V * d) + 4 * L * T * d
+        forward = 2 * (L * _block_matrix_weights(config) + V * d) + 4 * L * T * d  # 12·L·d² for GPT-2's block
         return 3 * forward if training else forward
 
     def extra_repr(self) -> str:

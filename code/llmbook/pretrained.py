@@ -23,7 +23,7 @@ whose weights do not match their recorded sha256 (a half-copied or damaged
 file) is reported, removed and trained again.
 
 >>> sorted(available())
-['char-gpt-shakespeare', 'glove-brown']
+['byte-llama-base', 'char-gpt-shakespeare', 'glove-brown']
 """
 
 from __future__ import annotations
@@ -76,6 +76,19 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
                     batch_size=16, steps=500, lr=2e-3, warmup=50, eval_interval=100, eval_steps=10, log_interval=5),
         "gpu": dict(gpt=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
                     batch_size=64, steps=1600, lr=1e-3, warmup=100, eval_interval=200, eval_steps=20,
+                    log_interval=10),
+    },
+    # Chapter 9's byte-level base model: a Llama-style GPT (RMSNorm, SwiGLU, RoPE, grouped-query attention)
+    # pre-trained on Tiny Shakespeare plus generated sentences with digits (llmbook.assistant.pretraining_text).
+    "byte-llama-base": {
+        "smoke": dict(gpt=dict(n_layer=1, n_head=2, n_kv_head=1, n_embd=32, block_size=128),
+                      lines=400, batch_size=8, steps=40, lr=3e-3, warmup=5, eval_interval=20, eval_steps=2,
+                      log_interval=5),
+        "cpu": dict(gpt=dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=128),
+                    lines=4000, batch_size=16, steps=300, lr=3e-3, warmup=20, eval_interval=100, eval_steps=5,
+                    log_interval=10),
+        "gpu": dict(gpt=dict(n_layer=6, n_head=8, n_kv_head=2, n_embd=256, block_size=128),
+                    lines=20000, batch_size=64, steps=3000, lr=2e-3, warmup=100, eval_interval=250, eval_steps=20,
                     log_interval=10),
     },
 }  # fmt: skip
@@ -195,6 +208,39 @@ def _char_gpt_load(extra: dict[str, Any]):
     return model, lambda loaded: {"tokenizer": tokenizer}
 
 
+def _byte_llama_train(size: dict[str, Any]):
+    from llmbook.assistant import chat_tokenizer, pretraining_text
+    from llmbook.data import load_text
+    from llmbook.models import GPT, GPTConfig
+    from llmbook.train import TokenBatcher, TrainConfig, train
+
+    tokenizer = chat_tokenizer()
+    corpus = pretraining_text(load_text("tinyshakespeare.txt"), seed=0, lines=size["lines"])
+    ids = torch.tensor(tokenizer.encode(corpus), dtype=torch.long)
+    split = int(0.95 * len(ids))
+    batcher = TokenBatcher(ids[:split], ids[split:], block_size=size["gpt"]["block_size"])
+    runtime.seed_everything(0)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, bias=False, norm="rmsnorm", mlp="swiglu", positions="rope",
+                       **size["gpt"])  # fmt: skip
+    model = GPT(config)
+    train_config = TrainConfig(
+        max_steps=size["steps"], batch_size=size["batch_size"], lr=size["lr"], warmup_steps=size["warmup"],
+        eval_interval=size["eval_interval"], eval_steps=size["eval_steps"], log_interval=size["log_interval"],
+        betas=(0.9, 0.99), progress=True,
+    )  # fmt: skip
+    result = train(model, batcher, train_config)
+    metrics = {"final_val_loss": result.final_val_loss, "params": model.num_params(), "steps": result.steps,
+               "tokens_per_second": result.tokens_per_second, "corpus_bytes": len(ids)}  # fmt: skip
+    return model, {"gpt_config": dataclasses.asdict(config)}, result, metrics
+
+
+def _byte_llama_load(extra: dict[str, Any]):
+    from llmbook.assistant import chat_tokenizer
+    from llmbook.models import GPT, GPTConfig
+
+    return GPT(GPTConfig(**extra["gpt_config"])), lambda loaded: {"tokenizer": chat_tokenizer()}
+
+
 @dataclass(frozen=True)
 class _Recipe:
     description: str
@@ -212,6 +258,11 @@ _RECIPES: dict[str, _Recipe] = {
         "Chapter 6's character-level GPT on Tiny Shakespeare, trained by llmbook.train.train: "
         ".model (GPT), .tokenizer (CharTokenizer), .result (TrainResult with the history)",
         _char_gpt_train, _char_gpt_load, ("tinyshakespeare.txt",),
+    ),
+    "byte-llama-base": _Recipe(
+        "Chapter 9's byte-level Llama-style base model (RMSNorm, SwiGLU, RoPE, GQA) on Tiny Shakespeare plus "
+        "generated sentences with digits: .model (GPT), .tokenizer (bytes + <|user|>, <|assistant|>, <|end|>)",
+        _byte_llama_train, _byte_llama_load, ("tinyshakespeare.txt",),
     ),
 }  # fmt: skip
 
