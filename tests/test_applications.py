@@ -74,3 +74,31 @@ def test_classification_batcher_draws_rows_with_their_labels():
     y = torch.tensor([0, 1, 0, 1, 0, 1])
     xb, yb = ClassificationBatcher(x, y, x, y).get_batch("train", 4, torch.Generator().manual_seed(0))
     assert xb.shape == (4, 2) and torch.equal(yb, (xb[:, 0] // 2) % 2)
+
+
+def test_number_words_and_chinese_numerals():
+    from llmbook.applications import number_to_chinese, number_to_english
+
+    cases = {
+        0: ("zero", "零"),
+        7: ("seven", "七"),
+        10: ("ten", "十"),
+        15: ("fifteen", "十五"),
+        20: ("twenty", "二十"),
+        101: ("one hundred and one", "一百零一"),
+        110: ("one hundred and ten", "一百一十"),
+        1000: ("one thousand", "一千"),
+        1005: ("one thousand and five", "一千零五"),
+        4012: ("four thousand and twelve", "四千零一十二"),
+        10010: ("ten thousand and ten", "一万零一十"),
+        10100: ("ten thousand one hundred", "一万零一百"),
+        15000: ("fifteen thousand", "一万五千"),
+        70001: ("seventy thousand and one", "七万零一"),
+        99999: ("ninety nine thousand nine hundred and ninety nine", "九万九千九百九十九"),
+    }
+    for n, (english, chinese) in cases.items():
+        assert number_to_english(n) == english and number_to_chinese(n) == chinese, n
+    assert len({number_to_chinese(n) for n in range(100_000)}) == 100_000  # one numeral per number
+    assert len({number_to_english(n) for n in range(100_000)}) == 100_000
+    with pytest.raises(ValueError, match="below 100,000"):
+        number_to_chinese(100_000)

@@ -191,3 +191,77 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.train(was_training)
     low, high = wilson_interval(correct, x.shape[0])
     return {"accuracy": correct / x.shape[0], "low": low, "high": high, "correct": correct, "n": x.shape[0]}
+
+
+# --------------------------------------------------------------------------- translation data: number words
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+_ONES = (_ONES + "seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_CN_DIGITS = "零一二三四五六七八九"
+
+
+def _english_below_1000(n: int) -> list[str]:
+    out = []
+    if n >= 100:
+        out += [_ONES[n // 100], "hundred"]
+        n %= 100
+        if n:
+            out.append("and")
+    if n >= 20:
+        out.append(_TENS[n // 10])
+        n %= 10
+        if n:
+            out.append(_ONES[n])
+    elif n or not out:
+        out.append(_ONES[n])
+    return out
+
+
+def number_to_english(n: int) -> str:
+    """British English words for 0 <= n < 100,000, with "and" before the last part under a hundred.
+
+    >>> number_to_english(4012)
+    'four thousand and twelve'
+    >>> number_to_english(72315)
+    'seventy two thousand three hundred and fifteen'
+    """
+    n = validate.nonnegative_int(n, "n")
+    if n >= 100_000:
+        raise ValueError(f"n must be below 100,000, got {n}")
+    if n < 1000:
+        return " ".join(_english_below_1000(n))
+    thousands, rest = divmod(n, 1000)
+    out = [*_english_below_1000(thousands), "thousand"]
+    if rest:
+        if rest < 100:
+            out.append("and")
+        out += _english_below_1000(rest)
+    return " ".join(out)
+
+
+def number_to_chinese(n: int) -> str:
+    """Chinese numerals for 0 <= n < 100,000 (万 千 百 十): one 零 for each run of zeros between non-zero
+    digits, none at the end; a leading 一十 is written 十 (15 = 十五) but 一十 elsewhere (110 = 一百一十).
+
+    >>> number_to_chinese(4012), number_to_chinese(15), number_to_chinese(10010), number_to_chinese(20000)
+    ('四千零一十二', '十五', '一万零一十', '二万')
+    """
+    n = validate.nonnegative_int(n, "n")
+    if n >= 100_000:
+        raise ValueError(f"n must be below 100,000, got {n}")
+    if n == 0:
+        return "零"
+    out, zero_pending = [], False
+    for digit, unit in zip(f"{n:05d}", ("万", "千", "百", "十", "")):
+        digit = int(digit)
+        if digit == 0:
+            zero_pending = bool(out)  # a zero after the first non-zero digit: one 零 if more digits follow
+            continue
+        if zero_pending:
+            out.append("零")
+            zero_pending = False
+        if not (digit == 1 and unit == "十" and not out):  # 十五, not 一十五, at the start
+            out.append(_CN_DIGITS[digit])
+        out.append(unit)
+    return "".join(out)
