@@ -230,3 +230,22 @@ def test_diversity_and_repetition_measures():
     assert self_loss(model, greedy, 2) < self_loss(model, sampled, 2)  # greedy text is the model's most likely
     with pytest.raises(ValueError, match="no 3-gram"):
         distinct_n([[1, 2]], 3)
+
+
+def test_attention_with_a_cache_matches_full_causal_attention_with_rope_and_weights():
+    from llmbook.attention import LayerKVCache, MultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 7, 16)
+    for rope in (False, True):
+        for need_weights in (False, True):
+            full, _ = attention(x, is_causal=True, rope=rope)
+            cache = LayerKVCache()
+            parts = [attention(x[:, :3], is_causal=True, rope=rope, kv_cache=cache, need_weights=need_weights)[0]]
+            parts += [
+                attention(x[:, t : t + 2], is_causal=True, rope=rope, kv_cache=cache, need_weights=need_weights)[0]
+                for t in (3, 5)
+            ]  # two new positions at a time: the shifted causal mask matters
+            assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5), (rope, need_weights)
+            assert cache.length == 7
