@@ -219,7 +219,7 @@ def check_llama_cache_bytes(llama_cache_bytes):
     )
     expect(
         abs(llama_cache_bytes - _LLAMA_BYTES) < 1,
-        f"llama_cache_bytes = {llama_cache_bytes:,.0f} ({llama_cache_bytes / 2**30:.3g} GiB) is not right. Each "
+        f"llama_cache_bytes = {llama_cache_bytes} ({llama_cache_bytes / 2**30:.3g} GiB) is not right. Each "
         "layer keeps a key and a value vector (two numbers per width unit) for every token; count 32 layers, "
         "4,096 tokens, a width of 4,096 and 2 bytes per float16 number.",
     )
