@@ -40,7 +40,6 @@ def test_learns_to_copy_a_sequence_with_the_books_training_loop():
     tgt_out = torch.cat([digits, torch.full((512, 1), 2)], 1)  # end token 2
     x = torch.cat([src, tgt_in], 1)
     batcher = ClassificationBatcher(x, tgt_out, x[:64], tgt_out[:64])
-    batcher.block_size = None
     train(model, batcher, TrainConfig(max_steps=150, batch_size=64, lr=3e-3, warmup_steps=10, eval_interval=150,
                                       eval_steps=1, progress=False, weight_decay=0.0), device="cpu")  # fmt: skip
     out = model.greedy(src[:100], start_id=1, end_id=2)
