@@ -180,3 +180,72 @@ def test_greedy_needs_no_temperature_and_bad_prompts_are_errors():
         generate(tiny_gpt(), torch.zeros(1, 2), 2)
     with pytest.raises(ValueError, match="beam_width"):
         beam_search(tiny_gpt(), torch.tensor([[1]]), 2, beam_width=0)
+
+
+# ------------------------------------------------------------------ Chapter 8: KV cache and sample measures
+
+
+def test_kv_cache_forward_matches_the_full_forward_position_by_position():
+    from llmbook.generate import kv_cache_bytes
+
+    model = tiny_gpt().eval()
+    idx = torch.randint(0, 23, (3, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_kv_cache()
+        first, _ = model(idx[:, :4], kv_cache=cache)  # a prompt of 4, then one token at a time
+        steps = [first] + [model(idx[:, t : t + 1], kv_cache=cache)[0] for t in range(4, 10)]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    c = model.config
+    assert kv_cache_bytes(cache) == 2 * c.n_layer * 3 * 10 * c.n_embd * 4  # 2 · L · B · T · d · fp32 bytes
+    with pytest.raises(ValueError, match="block_size"):
+        model(idx[:, :3], kv_cache=cache)  # 10 + 3 > 12
+
+
+def test_cached_generation_equals_uncached_token_for_token_also_past_block_size():
+    model = tiny_gpt(1)
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    plain = generate(model, prompt, 25, greedy=True)  # 28 tokens > block_size 12: the window slides
+    cached = generate(model, prompt, 25, greedy=True, kv_cache=True)
+    assert torch.equal(plain, cached)
+    sampled = [generate(model, prompt, 15, top_p=0.9, generator=torch.Generator().manual_seed(5), kv_cache=c)
+               for c in (False, True)]  # fmt: skip
+    assert torch.equal(*sampled)
+    with pytest.raises(ValueError, match="new_kv_cache"):
+        generate(BigramTable(torch.eye(4)), torch.tensor([[1]]), 3, kv_cache=True)
+
+
+def test_diversity_and_repetition_measures():
+    from llmbook.generate import distinct_n, repetition, self_loss
+
+    assert distinct_n([[1, 2, 3, 4]], 2) == 1.0
+    assert distinct_n(torch.tensor([[1, 2, 1, 2], [1, 2, 1, 2]]), 2) == pytest.approx(2 / 6)
+    assert repetition([[7, 7, 7, 7, 7]], 2) == pytest.approx(3 / 4)
+    assert repetition([[1, 2, 3, 4, 5]], 2) == 0.0
+    model = tiny_gpt(2)
+    prompt = torch.tensor([[1, 2]])
+    greedy = generate(model, prompt, 10, greedy=True)
+    sampled = generate(model, prompt, 10, temperature=2.0, num_return_sequences=8,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert self_loss(model, greedy, 2) < self_loss(model, sampled, 2)  # greedy text is the model's most likely
+    with pytest.raises(ValueError, match="no 3-gram"):
+        distinct_n([[1, 2]], 3)
+
+
+def test_attention_with_a_cache_matches_full_causal_attention_with_rope_and_weights():
+    from llmbook.attention import LayerKVCache, MultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 7, 16)
+    for rope in (False, True):
+        for need_weights in (False, True):
+            full, _ = attention(x, is_causal=True, rope=rope)
+            cache = LayerKVCache()
+            parts = [attention(x[:, :3], is_causal=True, rope=rope, kv_cache=cache, need_weights=need_weights)[0]]
+            parts += [
+                attention(x[:, t : t + 2], is_causal=True, rope=rope, kv_cache=cache, need_weights=need_weights)[0]
+                for t in (3, 5)
+            ]  # two new positions at a time: the shifted causal mask matters
+            assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5), (rope, need_weights)
+            assert cache.length == 7

@@ -33,6 +33,7 @@ __all__ = [
     "sinusoidal_positions",
     "LearnedPositions",
     "apply_rope",
+    "LayerKVCache",
 ]
 
 
@@ -230,6 +231,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
         rope: bool = False,
+        kv_cache: LayerKVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``query`` to ``key``/``value`` (both default to
         ``query``: self-attention).
@@ -237,16 +239,30 @@ class MultiHeadAttention(nn.Module):
         ``mask``: bool, broadcastable to (B, H, T_q, T_k), True = may attend
         (e.g. :func:`padding_mask`). ``is_causal``: also forbid attending to
         later positions. ``rope``: rotate queries and keys by their positions
-        (:func:`apply_rope`) before the dot products.
+        (:func:`apply_rope`) before the dot products. ``kv_cache``: a
+        :class:`LayerKVCache` (Chapter 8) holding the keys and values of the
+        earlier positions; the new ones are appended to it and the queries are
+        taken to be the last positions (self-attention only).
         """
         key = query if key is None else key
         value = key if value is None else value
         query, key, value = self._checked_inputs(query, key, value, mask)  # each (B, T, E)
         q, k, v = self.project(query, key, value)  # each (B, T, E)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, head_dim)
+        past = 0 if kv_cache is None else kv_cache.length
         if rope:
-            q, k = apply_rope(q), apply_rope(k)
+            if past:  # the new positions continue after the cached ones
+                positions = torch.arange(past, past + q.shape[-2], device=q.device)
+                q, k = apply_rope(q, positions), apply_rope(k, positions)
+            else:
+                q, k = apply_rope(q), apply_rope(k)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)  # (B, H, past + T, head_dim) each
         T_q, T_k = q.shape[-2], k.shape[-2]
+        if is_causal and past and T_q != T_k:  # queries are the last T_q positions: a shifted causal mask
+            shifted = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T_q)
+            mask = shifted if mask is None else (mask & shifted)
+            is_causal = False
         if is_causal and T_q != T_k:
             raise ValueError("is_causal needs as many queries as keys, " + f"got T_q={T_q}, T_k={T_k}")
         dropout_p = self.dropout if self.training else 0.0
@@ -398,3 +414,42 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
     x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (..., T, head_dim/2) each: the two coordinates of each pair
     rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)  # (..., T, head_dim/2, 2)
     return rotated.flatten(-2)  # (..., T, head_dim): pairs interleaved back in place
+
+
+class LayerKVCache:
+    """The keys and values one attention layer has computed so far (Chapter 8: the KV cache).
+
+    Generating token t+1 needs the keys and values of tokens 1..t at every
+    layer; they do not change once computed (a causal model's position i only
+    sees positions <= i), so :meth:`update` appends the new positions' keys
+    and values (B, H, T_new, head_dim) and returns all of them. Memory per
+    sequence: 2 (k and v) x positions x n_embd numbers per layer.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """The number of positions held."""
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``k``, ``v`` (B, H, T_new, head_dim) and return the keys and values of every position."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            if k.shape[:2] != self.k.shape[:2] or k.shape[-1] != self.k.shape[-1]:
+                raise ValueError(
+                    f"the cache holds keys of shape {tuple(self.k.shape)} (B, H, T, head_dim); the new keys "
+                    f"{tuple(k.shape)} differ in batch, heads or head size: use a fresh cache for a new batch"
+                )
+            self.k, self.v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys and values."""
+        if self.k is None:
+            return 0
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()

@@ -7,6 +7,12 @@ continuations. Both work with any model whose ``forward(idx)`` returns
 ``config.block_size``, the context is cropped to its last ``block_size``
 tokens. The model is put in eval mode (and restored afterwards) and no
 gradients are kept.
+
+Chapter 8 adds ``generate(..., kv_cache=True)`` (keys and values of earlier
+positions kept instead of recomputed, for a model with ``new_kv_cache()``
+such as :class:`llmbook.models.GPT`) and measures of a set of samples:
+:func:`distinct_n` (diversity), :func:`repetition` (loops inside one sample)
+and :func:`self_loss` (the model's own loss on what it wrote).
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ import torch.nn as nn
 
 from . import runtime, validate
 
-__all__ = ["generate", "beam_search", "filter_logits", "sequence_log_likelihood"]
+__all__ = [
+    "generate",
+    "beam_search",
+    "filter_logits",
+    "sequence_log_likelihood",
+    "distinct_n",
+    "repetition",
+    "self_loss",
+    "kv_cache_bytes",
+]
 
 
 def _vocab_size(model: nn.Module) -> int | None:
@@ -144,6 +159,7 @@ def generate(
     num_return_sequences: int = 1,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    kv_cache: bool = False,
 ) -> torch.Tensor:
     """Extend each prompt in ``idx`` ((B, T) or (T,)) by ``max_new_tokens`` tokens.
 
@@ -152,13 +168,27 @@ def generate(
     (with ``generator`` for repeatable draws), or the most likely token when
     ``greedy``. Each prompt is repeated ``num_return_sequences`` times, so the
     result is (B * num_return_sequences, T + max_new_tokens), prompts included.
+
+    ``kv_cache=True`` (Chapter 8) keeps every layer's keys and values: each
+    step feeds only the newest token instead of the whole context. The tokens
+    are the same as without it; when the context outgrows ``block_size`` the
+    cache is rebuilt from the last ``block_size`` tokens, as the uncached
+    model crops its context.
     """
     _check_sampling_arguments(max_new_tokens, temperature, top_k, top_p, num_return_sequences, greedy, generator)
+    if not isinstance(kv_cache, bool):
+        raise TypeError(f"kv_cache must be True or False, got {kv_cache!r}")
+    if kv_cache and not callable(getattr(model, "new_kv_cache", None)):
+        raise ValueError(
+            f"kv_cache=True needs a model with a new_kv_cache() method (e.g. llmbook's GPT); "
+            f"{type(model).__name__} has none: use kv_cache=False"
+        )
     idx = _as_batch(idx, model)
     idx = idx.repeat_interleave(num_return_sequences, dim=0)  # (B*n, T): row b*n + i is sample i of prompt b
+    cached = _CachedContext(model) if kv_cache else None
     with _eval_mode(model):
         for _ in range(max_new_tokens):
-            logits = _next_token_logits(model, idx)  # (B*n, V)
+            logits = cached.next_token_logits(idx) if cached else _next_token_logits(model, idx)  # (B*n, V)
             if greedy:
                 next_token = logits.argmax(dim=-1, keepdim=True)  # (B*n, 1)
             else:
@@ -166,6 +196,33 @@ def generate(
                 next_token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B*n, 1)
             idx = torch.cat([idx, next_token.to(idx.device)], dim=1)
     return idx
+
+
+class _CachedContext:
+    """Next-token logits through a KV cache: only the tokens the cache has not seen go through the model."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.block_size = model.config.block_size
+        self.cache = None
+        self.seen = 0  # tokens of idx whose keys and values are in the cache
+
+    def next_token_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.cache is None or idx.shape[1] > self.block_size:  # first call, or the window slides: refill
+            self.cache = self.model.new_kv_cache()
+            context = idx[:, -self.block_size :]
+        else:
+            context = idx[:, self.seen :]  # the new token(s) only
+        output = self.model(context, kv_cache=self.cache)
+        self.seen = idx.shape[1]
+        logits = output[0] if isinstance(output, (tuple, list)) else output
+        return logits[:, -1, :].float()  # (B, V)
+
+
+def kv_cache_bytes(cache: list) -> int:
+    """Bytes held by the keys and values of a cache from ``model.new_kv_cache()``
+    (formula: 2 · layers · tokens · n_embd · bytes per number, per sequence)."""
+    return sum(layer.nbytes() for layer in cache)
 
 
 def sequence_log_likelihood(model: nn.Module, idx: torch.Tensor, prompt_length: int) -> torch.Tensor:
@@ -250,3 +307,63 @@ def _beam_search_one(model, prompt, max_new_tokens, beam_width, length_penalty, 
                 break
     normalised = scores / lengths.clamp(min=1) ** length_penalty if max_new_tokens else scores
     return beams[normalised.argmax()][None]  # (1, T + max_new_tokens)
+
+
+def _token_lists(samples) -> list[list[int]]:
+    """Rows of a (N, T) tensor or a list of token lists, as lists of ints."""
+    if torch.is_tensor(samples):
+        if samples.dim() != 2:
+            raise ValueError(f"samples must be a (N, T) tensor of token ids, got shape {tuple(samples.shape)}")
+        return samples.tolist()
+    if isinstance(samples, (list, tuple)) and all(isinstance(row, (list, tuple, str)) for row in samples):
+        return [list(row) for row in samples]
+    raise TypeError(f"samples must be a (N, T) tensor or a list of token lists, got {type(samples).__name__}")
+
+
+def _ngrams(tokens: list, n: int) -> list[tuple]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(samples, n: int = 2) -> float:
+    """Diversity of a set of samples: distinct n-grams / all n-grams, counted over every sample together.
+
+    1 means no n-gram occurs twice anywhere; near 0 means the samples repeat each other (or themselves).
+
+    >>> distinct_n([[1, 2, 3], [1, 2, 4]], n=2)
+    0.75
+    """
+    validate.positive_int(n, "n")
+    grams = [gram for row in _token_lists(samples) for gram in _ngrams(row, n)]
+    if not grams:
+        raise ValueError(f"the samples hold no {n}-gram: each needs at least {n} tokens")
+    return len(set(grams)) / len(grams)
+
+
+def repetition(samples, n: int = 4) -> float:
+    """Loops inside each sample: the fraction of its n-grams that already occurred earlier in the same
+    sample, averaged over the samples (0: no n-gram repeats; near 1: one phrase over and over).
+
+    >>> repetition([[1, 2, 1, 2, 1, 2]], n=2)
+    0.6
+    """
+    validate.positive_int(n, "n")
+    rates = []
+    for row in _token_lists(samples):
+        grams = _ngrams(row, n)
+        if grams:
+            rates.append(1 - len(set(grams)) / len(grams))
+    if not rates:
+        raise ValueError(f"no sample holds an {n}-gram: each needs at least {n} tokens")
+    return sum(rates) / len(rates)
+
+
+def self_loss(model: nn.Module, samples: torch.Tensor, prompt_length: int) -> float:
+    """The model's own mean loss (nats per token) on the tokens it generated after ``prompt_length``:
+    low means text the model finds likely (greedy text is the lowest), high means surprising text."""
+    samples = _as_batch(samples, model)
+    new_tokens = samples.shape[1] - validate.positive_int(prompt_length, "prompt_length")
+    if new_tokens < 1:
+        raise ValueError(
+            f"prompt_length={prompt_length} leaves no generated token in samples of length {samples.shape[1]}"
+        )
+    return float(-sequence_log_likelihood(model, samples, prompt_length).mean() / new_tokens)

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import validate
-from .attention import MultiHeadAttention, padding_mask
+from .attention import LayerKVCache, MultiHeadAttention, padding_mask
 from .modern import GroupedQueryAttention, RMSNorm, SwiGLU, swiglu_hidden
 
 __all__ = [
@@ -140,18 +140,28 @@ class MLP(nn.Module):
     12 d²) live.
     """
 
-    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True, hidden: int | None = None):
+    def __init__(
+        self,
+        n_embd: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        hidden: int | None = None,
+        activation: str = "gelu",
+    ):
         super().__init__()
         validate.positive_int(n_embd, "n_embd")
         validate.probability(dropout, "dropout")
         hidden = 4 * n_embd if hidden is None else validate.positive_int(hidden, "hidden")  # Chapter 9 sets it
+        # "gelu": the exact GELU; "gelu_tanh": GPT-2's tanh approximation (Chapter 8 loads GPT-2's weights)
+        self.activation = validate.one_of(activation, "activation", ("gelu", "gelu_tanh"))
         self.fc = nn.Linear(n_embd, hidden, bias=bias)  # expand
         self.proj = nn.Linear(hidden, n_embd, bias=bias)  # project back to the residual stream
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_hidden(x, self.fc.in_features)
-        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, T, d) -> (B, T, 4d) -> (B, T, d)
+        approximate = "tanh" if self.activation == "gelu_tanh" else "none"
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=approximate)))  # (B,T,d)->(B,T,4d)->(B,T,d)
 
 
 class Block(nn.Module):
@@ -182,6 +192,7 @@ class Block(nn.Module):
         n_kv_head: int | None = None,
         rope: bool = False,
         mlp_hidden: int | None = None,
+        activation: str = "gelu",
     ):
         super().__init__()
         validate.positive_int(n_embd, "n_embd")
@@ -196,22 +207,34 @@ class Block(nn.Module):
         self.attn_dropout = nn.Dropout(dropout)  # on the attention's output, before the residual add
         self.ln_2 = _norm_layer(norm, n_embd, bias)
         if validate.one_of(mlp, "mlp", ("gelu", "swiglu")) == "gelu":
-            self.mlp = MLP(n_embd, dropout=dropout, bias=bias, hidden=mlp_hidden)
+            self.mlp = MLP(n_embd, dropout=dropout, bias=bias, hidden=mlp_hidden, activation=activation)
         else:
             self.mlp = SwiGLU(n_embd, hidden=mlp_hidden, dropout=dropout, bias=bias)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        kv_cache: LayerKVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         _check_hidden(x, self.ln_1.normalized_shape[0])
         if self.norm_first:  # pre-LN: the residual stream x itself is never normalised
             attended, weights = self.attn(
-                self.ln_1(x), mask=mask, is_causal=is_causal, need_weights=need_weights, rope=self.rope
+                self.ln_1(x),
+                mask=mask,
+                is_causal=is_causal,
+                need_weights=need_weights,
+                rope=self.rope,
+                kv_cache=kv_cache,
             )
             x = x + self.attn_dropout(attended)  # (B, T, d)
             x = x + self.mlp(self.ln_2(x))
         else:  # post-LN: normalise after each residual add
-            attended, weights = self.attn(x, mask=mask, is_causal=is_causal, need_weights=need_weights)
+            attended, weights = self.attn(
+                x, mask=mask, is_causal=is_causal, need_weights=need_weights, kv_cache=kv_cache
+            )
             x = self.ln_1(x + self.attn_dropout(attended))
             x = self.ln_2(x + self.mlp(x))
         return x, weights
@@ -274,12 +297,14 @@ class GPTConfig:
     positions: str = "learned"  # or "rope": rotary, no position table
     n_kv_head: int | None = None  # grouped-query attention: key/value heads (None: as many as n_head)
     mlp_hidden: int | None = None  # the MLP's width (None: 4 n_embd for gelu, swiglu_hidden(n_embd) for swiglu)
+    activation: str = "gelu"  # "gelu_tanh": GPT-2's tanh-approximated GELU (Chapter 8's converter)
 
     def __post_init__(self) -> None:
         _check_config_sizes(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
         validate.one_of(self.norm, "norm", ("layernorm", "rmsnorm"))
         validate.one_of(self.mlp, "mlp", ("gelu", "swiglu"))
         validate.one_of(self.positions, "positions", ("learned", "rope"))
+        validate.one_of(self.activation, "activation", ("gelu", "gelu_tanh"))
         if self.mlp_hidden is not None:
             validate.positive_int(self.mlp_hidden, "mlp_hidden")
         if self.n_kv_head is not None:
@@ -372,7 +397,15 @@ class GPT(nn.Module):
         modern = dict(norm=config.norm, mlp=config.mlp, n_kv_head=config.n_kv_head,
                       rope=config.positions == "rope", mlp_hidden=config.mlp_hidden)  # fmt: skip
         self.blocks = nn.ModuleList(
-            Block(config.n_embd, config.n_head, config.dropout, config.bias, norm_first=True, **modern)
+            Block(
+                config.n_embd,
+                config.n_head,
+                config.dropout,
+                config.bias,
+                norm_first=True,
+                activation=config.activation,
+                **modern,
+            )
             for _ in range(config.n_layer)
         )
         self.ln_f = _norm_layer(config.norm, config.n_embd, config.bias)
@@ -380,20 +413,28 @@ class GPT(nn.Module):
         self.lm_head.weight = self.token_embedding.weight  # weight tying: one (V, d) matrix reads and writes tokens
         _init_weights(self, config.n_layer)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_attention: bool = False) -> tuple:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        return_attention: bool = False,
+        kv_cache: list[LayerKVCache] | None = None,
+    ) -> tuple:
         config = self.config
         idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
         if targets is not None:
             targets = _check_targets(targets, idx, config.vocab_size)
         B, T = idx.shape
-        positions = torch.arange(T, device=idx.device)  # (T,)
+        past = self._check_kv_cache(kv_cache, T)  # 0 without a cache: positions held by the cache come first
+        positions = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.token_embedding(idx)  # (B, T, d)
         if self.position_embedding is not None:  # learned positions (rope: none, attention rotates q and k)
             x = x + self.position_embedding(positions)
         x = self.dropout(x)
         attentions = []
-        for block in self.blocks:
-            x, weights = block(x, is_causal=config.causal, need_weights=return_attention)
+        for layer, block in enumerate(self.blocks):
+            cache = None if kv_cache is None else kv_cache[layer]
+            x, weights = block(x, is_causal=config.causal, need_weights=return_attention, kv_cache=cache)
             attentions.append(weights)
         x = self.ln_f(x)
         logits = self.lm_head(x)  # (B, T, V)
@@ -405,6 +446,31 @@ class GPT(nn.Module):
         if return_attention:
             return logits, loss, attentions
         return logits, loss
+
+    def new_kv_cache(self) -> list[LayerKVCache]:
+        """An empty KV cache (one :class:`~llmbook.attention.LayerKVCache` per layer) for
+        ``forward(idx, kv_cache=cache)``: each call appends idx's keys and values and
+        attends to everything cached (Chapter 8)."""
+        return [LayerKVCache() for _ in self.blocks]
+
+    def _check_kv_cache(self, kv_cache, T: int) -> int:
+        """The number of positions already in ``kv_cache`` (0 for None), after checking it fits."""
+        if kv_cache is None:
+            return 0
+        if not isinstance(kv_cache, list) or len(kv_cache) != len(self.blocks):
+            raise TypeError(
+                f"kv_cache must be the list of {len(self.blocks)} LayerKVCache that model.new_kv_cache() returns, "
+                f"got {type(kv_cache).__name__}"
+            )
+        if not self.config.causal:
+            raise ValueError("a KV cache needs a causal model (causal=True): without the mask old keys would change")
+        past = kv_cache[0].length
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"the cache holds {past} positions and idx adds {T}: {past + T} is more than block_size="
+                f"{self.config.block_size}; start a new cache with the last {self.config.block_size} tokens"
+            )
+        return past
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (the tied head counted once); ``non_embedding=True`` leaves out

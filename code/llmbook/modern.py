@@ -142,7 +142,13 @@ class GroupedQueryAttention(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
         rope: bool = False,
+        kv_cache=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if kv_cache is not None:
+            raise ValueError(
+                "grouped-query attention has no KV cache in this book (Chapter 8's cache serves "
+                "MultiHeadAttention): generate with kv_cache=False, or set n_kv_head=None"
+            )
         _check_float_tensor(query, "query")
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"query must have shape (B, T, E) with E = {self.embed_dim}, got {tuple(query.shape)}")
