@@ -179,14 +179,24 @@ class _Config:  # the TrainConfig of the run in progress (for the plain optimize
     current: Any = None
 
 
-def train_distributed(model: nn.Module, batcher: Any, config, strategy: str, device: torch.device, plain=None):
+def train_distributed(
+    model: nn.Module, batcher: Any, config, strategy: str, device: torch.device, plain=None, resume=None
+):
     """The book's loop (:class:`llmbook.train._Loop`) on ``model`` wrapped for ``strategy``.
 
     ``batcher`` is the whole data; each rank reads its share through :class:`ShardedBatcher`, and
     ``config.batch_size`` is the batch of one rank. Evaluation runs on every rank with the same batches
     (FSDP needs every rank in every forward pass); rank 0 alone shows progress and saves checkpoints.
-    Returns (TrainResult, wrapped model, optimizer).
+    ``resume`` (a checkpoint or a run's folder, from any number of ranks) continues a run with ddp or
+    single. Returns (TrainResult, wrapped model, optimizer).
     """
+    if resume is not None and strategy == "fsdp":
+        raise ValueError(
+            f"resume={str(resume)!r} with strategy 'fsdp' is not supported: the checkpoint holds full tensors, "
+            "which this loop loads only into an unsharded model; resume with strategy 'ddp' (any number of "
+            "ranks) or in one process with llmbook.train.train(..., resume=...)"
+        )
+
     from tqdm.auto import tqdm
 
     from llmbook.checkpoint import save_step, snapshot_rng
@@ -200,6 +210,13 @@ def train_distributed(model: nn.Module, batcher: Any, config, strategy: str, dev
     wrapped = wrap_model(model, strategy, device)
 
     class Loop(_Loop):
+        def resume(self, path):
+            wrapper, self.model = self.model, model  # the checkpoint's keys are those of the plain model
+            try:
+                super().resume(path)
+            finally:
+                self.model = wrapper
+
         def evaluate(self):
             batch_size = self.config.eval_batch_size or self.config.batch_size
             losses = evaluate(self.forward, batcher, self.config.eval_steps, batch_size, device, self.config.seed + 1)
@@ -220,10 +237,17 @@ def train_distributed(model: nn.Module, batcher: Any, config, strategy: str, dev
 
     loop = Loop(wrapped, ShardedBatcher(batcher, rank, world), config, device)
     loop.peak_tokens_per_second = runtime.peak_flops(device) / flops
-    torch.manual_seed(config.seed)
-    loop.bar = tqdm(total=config.max_steps, disable=not (config.progress and rank == 0), desc=f"{strategy} x{world}")
+    if resume is not None:
+        from llmbook.checkpoint import find_checkpoint
+
+        loop.resume(find_checkpoint(resume))
+    else:
+        torch.manual_seed(config.seed)
+    bar_off = not (config.progress and rank == 0)
+    loop.bar = tqdm(total=config.max_steps, initial=loop.step, disable=bar_off, desc=f"{strategy} x{world}")
     start, loop.rng = time.perf_counter(), snapshot_rng(loop.generator)
-    loop.evaluate()
+    if loop.step == 0:
+        loop.evaluate()
     while loop.step < config.max_steps and loop.stopped == "completed":
         loop.run_step()
     loop.bar.close()
@@ -256,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0)
     add("--checkpoint-dir", default=None, help="rank 0 saves here (full tensors, the book's format)")
     add("--checkpoint-interval", type=int, default=None)
+    add("--resume", default=None, help="a checkpoint (or run folder) to continue, written by any number of ranks")
     add("--out", default=None, help="rank 0 writes its result here as JSON")
     add("--backend", choices=("auto", "gloo", "nccl"), default="auto", help="auto: nccl on CUDA, gloo on the CPU")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -326,7 +351,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             checkpoint_interval=args.checkpoint_interval,
             progress=args.progress,
         )
-        result, wrapped, optimizer = train_distributed(model, batcher, config, args.strategy, device, plain)
+        result, wrapped, optimizer = train_distributed(
+            model, batcher, config, args.strategy, device, plain, resume=args.resume
+        )
         memory = state_bytes(wrapped, optimizer)
         memories = [memory]
         if torch.distributed.is_initialized():
