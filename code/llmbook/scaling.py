@@ -60,13 +60,15 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022: the compute-optimal 
 
 
 def grid_shape(n_layer: int, n_embd: int, vocab_size: int, block_size: int, head_dim: int = 16) -> GPTConfig:
-    """The GPT of the grid with ``n_layer`` blocks of width ``n_embd``: heads of ``head_dim``, no biases,
-    no dropout (every run sees fresh windows of the text, so nothing needs regularising)."""
+    """The GPT of the grid with ``n_layer`` blocks of width ``n_embd``: heads of ``head_dim`` (one head
+    when ``n_embd`` is narrower than two), no biases, no dropout (every run sees fresh windows of the text, so nothing needs regularising)."""
     validate.positive_int(n_embd, "n_embd")
     validate.positive_int(head_dim, "head_dim")
     n_head = max(1, n_embd // head_dim)
-    if n_embd % n_head:
-        raise ValueError(f"n_embd={n_embd} is not a multiple of head_dim={head_dim}; pick a width that is")
+    if n_head > 1 and n_embd % head_dim:
+        raise ValueError(
+            f"n_embd={n_embd} is not a multiple of head_dim={head_dim}; pick a width that is (or one below head_dim)"
+        )
     return GPTConfig(vocab_size, block_size, n_layer, n_head, n_embd, dropout=0.0, bias=False)
 
 
@@ -353,7 +355,8 @@ class IsoFlop:
 
 def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
     """For the budget ``flops``, every run's loss after that much compute (from its learning curve),
-    a parabola ``loss = p·(log N)² + q·log N + r`` through them, and its minimum: the loss-optimal N.
+    a parabola ``loss = p·(log N)² + q·log N + r`` through the best of them and up to two neighbours on
+    each side (far from the minimum the curve is not a parabola), and its minimum: the loss-optimal N.
 
     The tokens at the optimum are ``flops / flops_per_token``, interpolated in log-log between the sizes.
     When the parabola opens downwards or its minimum lies outside the sizes, the best run is the optimum
@@ -370,8 +373,11 @@ def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
     log_n = np.log([run.params for run, _ in points])
     losses = np.array([loss for _, loss in points])
     log_d = np.log([flops / run.flops_per_token for run, _ in points])
-    p, q, _ = np.polyfit(log_n, losses, 2)
-    interior = p > 0 and log_n[0] < -q / (2 * p) < log_n[-1]
+    lowest = int(np.argmin(losses))  # the parabola goes through the best size and up to 2 neighbours each side
+    first = min(max(0, lowest - 2), len(points) - 3)
+    near = slice(first, max(first + 3, min(len(points), lowest + 3)))
+    p, q, _ = np.polyfit(log_n[near], losses[near], 2)
+    interior = bool(p > 0 and log_n[near][0] < -q / (2 * p) < log_n[near][-1])
     best = -q / (2 * p) if interior else log_n[int(np.argmin(losses))]
     loss_best = float(np.polyval([p, q, _], best)) if interior else float(losses.min())
     tokens_best = float(np.exp(np.interp(best, log_n, log_d)))
