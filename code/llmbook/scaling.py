@@ -42,8 +42,10 @@ __all__ = [
     "IsoFlop",
     "loss_at_flops",
     "iso_flop",
+    "iso_flop_budgets",
     "training_flops",
     "gpu_days",
+    "datasheet_peak_flops",
     "adamw_bytes_per_param",
     "activation_bytes",
     "SavedTensorMeter",
@@ -249,23 +251,27 @@ class PowerLawFit:
         return f"L(x) = {form}, alpha in [{self.alpha_low:.3f}, {self.alpha_high:.3f}] (95% bootstrap)"
 
 
-def _fit_once(log_x, log_y, irreducible: bool, x0: float):
+def _fit_once(log_x, log_y, irreducible: bool, x0: float, start=None):
     from scipy.optimize import curve_fit
+    from scipy.special import expit
 
     if not irreducible:  # log L = log a - alpha log x: a straight line, fitted by least squares
         slope, intercept = np.polyfit(log_x, log_y, 1)
         return math.exp(intercept), -slope, 0.0
     y = np.exp(log_y)
     scaled = np.exp(log_x) / x0  # conditioning: x near 1
+    c_max = 0.999 * float(y.min())  # the floor lies below every loss
 
-    def model(s, log_a, alpha, c):
-        return np.log(np.exp(log_a) * np.power(s, -alpha) + c)
+    def model(s, log_a, alpha, u):  # c = c_max * sigmoid(u) keeps 0 < c < c_max without bounds
+        return np.log(np.exp(log_a) * np.power(s, -alpha) + c_max / (1 + np.exp(-u)))
 
-    c_max = 0.999 * float(y.min())
-    guess = (math.log(max(float(y.max()) - 0.5 * c_max, 1e-3)), 0.3, 0.5 * c_max)
-    (log_a, alpha, c), _ = curve_fit(
-        model, scaled, log_y, p0=guess, bounds=([-20, 0.0, 0.0], [20, 5.0, c_max]), maxfev=20000
-    )
+    a, alpha, c = start if start is not None else (float(y.max()) - 0.5 * c_max, 0.3, 0.5 * c_max)
+    if start is not None:  # a bootstrap refit starts from the fit to the data: fewer iterations
+        a = a / x0**alpha
+    c = min(max(c, 1e-3 * c_max), 0.99 * c_max)
+    guess = (math.log(max(a, 1e-6)), alpha, math.log(c / (c_max - c)))
+    (log_a, alpha, u), _ = curve_fit(model, scaled, log_y, p0=guess, method="lm", maxfev=5000)
+    c = c_max * float(expit(u))
     return math.exp(log_a) * x0**alpha, float(alpha), float(c)
 
 
@@ -314,7 +320,7 @@ def fit_power_law(
         for _ in range(bootstrap):
             sample = fitted + rng.choice(residuals, size=len(residuals), replace=True)
             try:
-                alphas.append(_fit_once(log_x, sample, irreducible, x0)[1])
+                alphas.append(_fit_once(log_x, sample, irreducible, x0, start=(a, alpha, c))[1])
             except (RuntimeError, ValueError):  # no convergence on this resample
                 failures += 1
     low, high = np.percentile(alphas, [2.5, 97.5]) if alphas else (math.nan, math.nan)
@@ -393,7 +399,41 @@ def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
     )
 
 
+def iso_flop_budgets(runs: Sequence[GridRun], count: int = 3, min_runs: int = 4) -> list[float]:
+    """``count`` compute budgets, evenly spaced in log, spanning the range where at least ``min_runs``
+    learning curves of ``runs`` are defined (so that every budget has models on both sides of its optimum
+    to compare)."""
+    validate.positive_int(count, "count")
+    validate.positive_int(min_runs, "min_runs", minimum=3)
+    spans = [(run.curve_flops[0], run.curve_flops[-1]) for run in runs if run.curve_flops]
+    if not spans:
+        raise ValueError("no run has a learning curve; train with evals >= 1")
+    grid = np.geomspace(min(lo for lo, _ in spans), max(hi for _, hi in spans), 400)
+    covered = [c for c in grid if sum(lo <= c <= hi for lo, hi in spans) >= min_runs]
+    if not covered:
+        raise ValueError(
+            f"no compute budget is reached by {min_runs} runs' learning curves; train the small models longer "
+            "(more tokens) or lower min_runs"
+        )
+    return np.geomspace(covered[0], covered[-1], count).tolist() if count > 1 else [covered[-1]]
+
+
 # --------------------------------------------------------------------------- compute and memory arithmetic
+
+
+def datasheet_peak_flops(gpu: str) -> float:
+    """The data-sheet peak (dense bf16, fp16 on the T4) of a GPU named ``gpu`` ("A100", "H100", "T4", ...),
+    from the table :func:`llmbook.runtime.peak_flops` uses for the GPU it runs on.
+
+    >>> f"{datasheet_peak_flops('A100'):.3g}"
+    '3.12e+14'
+    """
+    from llmbook.runtime import _GPU_PEAK_FLOPS
+
+    for key, flops in _GPU_PEAK_FLOPS.items():
+        if key.lower() in gpu.lower():
+            return flops
+    raise ValueError(f"no data sheet for GPU {gpu!r}; known: {', '.join(_GPU_PEAK_FLOPS)}")
 
 
 def training_flops(params: float, tokens: float) -> float:
