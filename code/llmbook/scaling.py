@@ -577,10 +577,15 @@ def checkpoint_blocks(model: GPT, enabled: bool = True) -> GPT:
         if enabled and not hasattr(block, "_plain_forward"):
             block._plain_forward = block.forward
 
-            def forward(x, mask=None, is_causal=False, need_weights=False, _block=block):
+            def forward(x, mask=None, is_causal=False, need_weights=False, kv_cache=None, _block=block):
                 def run(hidden):
                     return _block._plain_forward(hidden, mask, is_causal, need_weights)
 
+                if kv_cache is not None:
+                    raise ValueError(
+                        "activation checkpointing is for training; generate with kv_cache=False or call "
+                        "checkpoint_blocks(model, enabled=False) first"
+                    )
                 if not torch.is_grad_enabled():
                     return run(x)
                 return checkpoint(run, x, use_reentrant=True)
