@@ -163,3 +163,25 @@ def test_exposure():
     assert math.isclose(challenges.exposure(3, 10), math.log2(10 / 3))
     with pytest.raises(ValueError, match="larger than"):
         challenges.exposure(11, 10)
+
+
+def test_minhash_estimates_the_jaccard_similarity():
+    base = "the quality of mercy is not strained, it droppeth as the gentle rain from heaven"
+    variants = [
+        base,
+        base.replace("gentle", "gentile"),
+        base[:40],
+        "an entirely different line of verse, nothing shared",
+    ]
+    sets = [challenges.shingles(t, 5) for t in variants]
+    signatures = challenges.minhash_signatures(sets, num_perm=256)
+    assert signatures.shape == (4, 256)
+    for j in range(1, 4):
+        exact = challenges.jaccard(sets[0], sets[j])
+        estimate = float((signatures[0] == signatures[j]).mean())
+        assert abs(estimate - exact) < 0.1, (j, exact, estimate)
+    assert (signatures[0] == challenges.minhash_signatures([sets[0]], num_perm=256)[0]).all()  # deterministic
+    assert challenges.jaccard(set(), set()) == 1.0
+    assert challenges.shingles("abc", 5) == {"abc"}
+    with pytest.raises(ValueError, match="empty"):
+        challenges.minhash_signatures([set()])

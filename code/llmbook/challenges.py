@@ -9,7 +9,8 @@ Small, exact tools for the chapter's experiments:
 - calibration: :func:`calibration_bins` (expected calibration error and a reliability table);
 - interpretability: :func:`hidden_states` (the residual stream after each block of a GPT),
   :func:`logit_lens` (each of them decoded by the output head) and :func:`linear_probe`;
-- privacy: :func:`exposure` (Carlini et al. 2019) from a canary's rank.
+- privacy: :func:`exposure` (Carlini et al. 2019) from a canary's rank;
+- data: :func:`shingles`, :func:`jaccard` and :func:`minhash_signatures` for near-duplicate detection.
 
 >>> training_flops(175e9, 300e9)
 3.15e+23
@@ -46,6 +47,9 @@ __all__ = [
     "logit_lens",
     "linear_probe",
     "exposure",
+    "shingles",
+    "jaccard",
+    "minhash_signatures",
 ]
 
 
@@ -358,3 +362,43 @@ def exposure(rank: int, n_candidates: int) -> float:
     if rank > n_candidates:
         raise ValueError(f"rank {rank} is larger than the number of candidates {n_candidates}; ranks run 1..n")
     return math.log2(n_candidates) - math.log2(rank)
+
+
+# --------------------------------------------------------------------------- near-duplicates
+
+_MINHASH_PRIME = 2**31 - 1
+
+
+def shingles(text: str, k: int = 5) -> set[str]:
+    """The set of ``k``-character substrings of ``text`` (the whole text if it is shorter than ``k``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"shingles needs a str, got {type(text).__name__}")
+    k = validate.positive_int(k, "k")
+    return {text[i : i + k] for i in range(max(1, len(text) - k + 1))}
+
+
+def jaccard(a: set, b: set) -> float:
+    """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def minhash_signatures(shingle_sets: list[set[str]], num_perm: int = 64, seed: int = 0) -> np.ndarray:
+    """MinHash signatures (Broder 1997), one row of ``num_perm`` values per set.
+
+    Each shingle is hashed (crc32) to x, and each of the ``num_perm`` hash functions
+    h_i(x) = (a_i·x + b_i) mod p keeps its minimum over the set. Two sets agree in a given column with
+    probability equal to their Jaccard similarity, so the share of equal columns estimates it.
+    """
+    import zlib
+
+    num_perm = validate.positive_int(num_perm, "num_perm")
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, _MINHASH_PRIME, num_perm, dtype=np.int64)
+    b = rng.integers(0, _MINHASH_PRIME, num_perm, dtype=np.int64)
+    out = np.empty((len(shingle_sets), num_perm), dtype=np.int64)
+    for row, items in enumerate(shingle_sets):
+        if not items:
+            raise ValueError(f"set {row} is empty; every document needs at least one shingle")
+        x = np.fromiter((zlib.crc32(s.encode("utf-8")) % _MINHASH_PRIME for s in items), dtype=np.int64)
+        out[row] = ((a[:, None] * x[None, :] + b[:, None]) % _MINHASH_PRIME).min(axis=1)
+    return out
