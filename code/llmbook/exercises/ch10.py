@@ -1,0 +1,227 @@
+"""Checks for the exercises of Chapter 10: Challenges and outlook."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .core import exercise, expect
+
+# ------------------------------------------------------------------ training compute
+
+
+@exercise(
+    "ch10.gpt3_flops",
+    name="gpt3_flops",
+    title="Predict GPT-3's training compute",
+    wrong=[2 * 175e9 * 300e9, 175e9 * 300e9, 6 * 17.5e9 * 300e9, 6 * 175e9 * 300e9 * 2048],
+)
+def check_gpt3_flops(gpt3_flops):
+    expected = 6 * 175e9 * 300e9
+    expect(
+        isinstance(gpt3_flops, (int, float)) and not isinstance(gpt3_flops, bool),
+        f"gpt3_flops should be a number of FLOPs, got {type(gpt3_flops).__name__}",
+    )
+    expect(
+        math.isclose(gpt3_flops, expected, rel_tol=0.02),
+        f"gpt3_flops = {gpt3_flops:.3g}; expected about {expected:.3g}. Training costs about 6 FLOPs per "
+        "parameter per token (2 for the forward pass, 4 for the backward); GPT-3 has 175 billion parameters "
+        "and saw 300 billion tokens. The context length is already inside the per-token cost.",
+    )
+
+
+# ------------------------------------------------------------------ WEAT effect size
+
+
+def _weat_reference(X, Y, A, B):
+    def unit(M):
+        M = np.asarray(M, dtype=float)
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+    X, Y, A, B = map(unit, (X, Y, A, B))
+
+    def s(W):
+        return (W @ A.T).mean(1) - (W @ B.T).mean(1)
+
+    sx, sy = s(X), s(Y)
+    return (sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std(ddof=1)
+
+
+def _wrong_weat_population_std(X, Y, A, B):
+    from llmbook.challenges import _association, _unit_rows
+
+    X, Y, A, B = (_unit_rows(v, "v") for v in (X, Y, A, B))
+    sx, sy = _association(X, A, B), _association(Y, A, B)
+    return float((sx.mean() - sy.mean()) / torch.cat([sx, sy]).std(unbiased=False))
+
+
+def _wrong_weat_dot(X, Y, A, B):
+    X, Y, A, B = (np.asarray(v, dtype=float) for v in (X, Y, A, B))
+    sx = (X @ A.T).mean(1) - (X @ B.T).mean(1)
+    sy = (Y @ A.T).mean(1) - (Y @ B.T).mean(1)
+    return (sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std(ddof=1)
+
+
+@exercise(
+    "ch10.weat_effect_size",
+    name="weat_effect_size",
+    title="WEAT's effect size",
+    wrong=[
+        _wrong_weat_population_std,
+        _wrong_weat_dot,  # dot products, not cosines
+        lambda X, Y, A, B: -_weat_reference(X, Y, A, B),  # A and B swapped
+        lambda X, Y, A, B: float(_weat_reference(X, Y, A, B) * np.sqrt(len(X) + len(Y))),
+    ],
+)
+def check_weat_effect_size(weat_effect_size):
+    rng = np.random.default_rng(10)
+    for sizes in ((4, 4, 3, 3), (5, 3, 4, 6), (2, 2, 2, 2)):
+        X, Y, A, B = (rng.normal(size=(n, 7)) * rng.uniform(0.5, 3, size=(n, 1)) for n in sizes)
+        expected = float(_weat_reference(X, Y, A, B))
+        got = weat_effect_size(X, Y, A, B)
+        got = float(got) if isinstance(got, (torch.Tensor, np.floating, np.ndarray)) else got
+        expect(
+            isinstance(got, float) and math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9),
+            f"weat_effect_size on sets of sizes {sizes} (vectors of different lengths) returned {got!r}; "
+            f"expected {expected:.6f}. Use cosine similarity, s(w) = mean cos(w, A) - mean cos(w, B), and divide "
+            "the difference of the means of s over X and over Y by the sample standard deviation (ddof=1) of s "
+            "over all the targets X and Y together.",
+        )
+
+
+# ------------------------------------------------------------------ int8 per-channel quantization
+
+
+@exercise(
+    "ch10.quantize_int8",
+    name="quantize_int8",
+    title="Quantize a linear layer's weight to int8 by hand",
+    wrong=[
+        # one scale for the whole matrix
+        lambda w: (
+            torch.round(w / (w.abs().max() / 127)).to(torch.int8),
+            (w.abs().max() / 127).expand(w.shape[0]),
+        ),
+        # scales per input column instead of per output row
+        lambda w: (
+            torch.round(w / (w.abs().amax(0) / 127)).to(torch.int8).T.contiguous().T,
+            w.abs().amax(0) / 127,
+        ),
+        # truncation instead of rounding
+        lambda w: (
+            (w / (w.abs().amax(1, keepdim=True) / 127)).to(torch.int8),
+            w.abs().amax(1) / 127,
+        ),
+        # 255 levels of an unsigned range used as if signed
+        lambda w: (
+            torch.clamp(torch.round(w / (w.abs().amax(1, keepdim=True) / 255)), -128, 127).to(torch.int8),
+            w.abs().amax(1) / 255,
+        ),
+    ],
+)
+def check_quantize_int8(quantize_int8):
+    from llmbook.challenges import quantize_per_channel
+
+    gen = torch.Generator().manual_seed(10)
+    for shape in ((6, 4), (32, 16), (3, 50)):
+        w = torch.randn(shape, generator=gen) * torch.rand(shape[0], 1, generator=gen) * 3
+        expected_q, expected_scale = quantize_per_channel(w)
+        got = quantize_int8(w.clone())
+        expect(
+            isinstance(got, tuple) and len(got) == 2,
+            f"quantize_int8 should return a pair (q, scale), got {type(got).__name__}",
+        )
+        q, scale = got
+        expect(
+            isinstance(q, torch.Tensor) and q.dtype == torch.int8 and q.shape == w.shape,
+            f"q should be an int8 tensor of the weight's shape {tuple(w.shape)}, got "
+            f"{getattr(q, 'dtype', type(q).__name__)} {tuple(getattr(q, 'shape', ()))}",
+        )
+        expect(
+            isinstance(scale, torch.Tensor) and tuple(scale.shape) == (shape[0],),
+            f"scale should hold one value per output row, shape ({shape[0]},); got {tuple(getattr(scale, 'shape', ()))}",
+        )
+        expect(
+            torch.allclose(scale.float(), expected_scale, rtol=1e-5),
+            f"for a {shape} weight your scales are {scale.float()[:3].tolist()}...; expected "
+            f"{expected_scale[:3].tolist()}...: each row's largest |w| should map to 127.",
+        )
+        mismatched = int((q != expected_q).sum())
+        expect(
+            mismatched == 0,
+            f"for a {shape} weight {mismatched} of {q.numel()} int8 values differ from round(w / scale) clamped "
+            "to [-127, 127].",
+        )
+
+
+# ------------------------------------------------------------------ canary exposure
+
+
+@exercise(
+    "ch10.exposure",
+    name="exposure",
+    title="A canary's exposure",
+    wrong=[
+        lambda rank, n_candidates: math.log2(rank),
+        lambda rank, n_candidates: math.log(n_candidates) - math.log(rank),  # nats, not bits
+        lambda rank, n_candidates: math.log2(n_candidates) - math.log2(rank + 1),  # 0-based rank
+        lambda rank, n_candidates: n_candidates / rank,
+    ],
+)
+def check_exposure(exposure):
+    for rank, n in ((1, 1024), (1, 10**5), (7, 10**4), (10**4, 10**4), (3, 10)):
+        expected = math.log2(n) - math.log2(rank)
+        got = exposure(rank, n)
+        got = float(got) if isinstance(got, (torch.Tensor, np.floating)) else got
+        expect(
+            isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12),
+            f"exposure(rank={rank}, n_candidates={n}) returned {got!r}; expected {expected:.4f} bits. Exposure "
+            "is log2(n_candidates) - log2(rank), with rank 1 for the most likely candidate.",
+        )
+
+
+# ------------------------------------------------------------------ expected calibration error
+
+
+def _ece_reference(confidences, correct, n_bins):
+    from llmbook.challenges import calibration_bins
+
+    return calibration_bins(confidences, correct, n_bins).ece
+
+
+@exercise(
+    "ch10.expected_calibration_error",
+    name="expected_calibration_error",
+    title="Expected calibration error",
+    wrong=[
+        # unweighted mean over bins
+        lambda c, k, n_bins: float(
+            np.nanmean(
+                np.abs(
+                    __import__("llmbook.challenges", fromlist=["x"]).calibration_bins(c, k, n_bins).accuracy
+                    - __import__("llmbook.challenges", fromlist=["x"]).calibration_bins(c, k, n_bins).confidence
+                )
+            )
+        ),
+        # one bin: |mean accuracy - mean confidence|
+        lambda c, k, n_bins: float(abs(np.mean(k) - np.mean(c))),
+        # mean |correct - confidence| per prediction (that is not binned)
+        lambda c, k, n_bins: float(np.mean(np.abs(np.asarray(k, float) - np.asarray(c)))),
+    ],
+)
+def check_expected_calibration_error(expected_calibration_error):
+    rng = np.random.default_rng(10)
+    for n, n_bins, power in ((500, 10, 2.0), (200, 5, 0.5), (1000, 15, 1.0)):
+        conf = rng.uniform(0.05, 1, n)
+        correct = rng.uniform(0, 1, n) < conf**power
+        expected = _ece_reference(conf, correct, n_bins)
+        got = expected_calibration_error(conf, correct, n_bins)
+        got = float(got) if isinstance(got, (torch.Tensor, np.floating)) else got
+        expect(
+            isinstance(got, (int, float)) and math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9),
+            f"expected_calibration_error on {n} predictions with {n_bins} bins returned {got!r}; expected "
+            f"{expected:.5f}. Cut [0, 1] into n_bins equal bins (a confidence on an edge goes to the lower bin), "
+            "and sum over bins |accuracy - mean confidence| weighted by the share of predictions in the bin.",
+        )
