@@ -35,9 +35,11 @@ def gpu_sizes(document) -> dict:
         for node in ast.parse(source).body:
             if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "SIZES":
                 table = eval(compile(ast.Expression(node.value), document, "eval"), {"dict": dict})  # literals only
+                # `**pretrained.sizes(name)` merges a model's sizes at the top (Chapter 6);
+                # `"key": pretrained.sizes(name)` puts them under their own key (Chapter 9).
                 shared = {}
-                for name in re.findall(r'pretrained\.sizes\("([\w-]+)"\)', source):
-                    shared |= pretrained.sizes(name, "gpu")
+                for key, name in re.findall(r'(?:"(\w+)":\s*)?pretrained\.sizes\("([\w-]+)"\)', source):
+                    shared |= {key: pretrained.sizes(name, "gpu")} if key else pretrained.sizes(name, "gpu")
                 return {**shared, **table["gpu"]}
     raise AssertionError(f"{document}: no SIZES table (CONTRIBUTING.md, 'A chapter notebook')")
 
@@ -112,3 +114,41 @@ def test_a_bad_utilisation_is_refused_with_its_value(bad):
 def test_a_chapter_without_runs_is_named_with_the_fix():
     with pytest.raises(KeyError, match="chapter 42 has no runs in llmbook.budget.CHAPTER_RUNS"):
         budget.chapter_runs(42, {})
+
+
+def test_chapter_nine_counts_its_base_model_under_the_key_it_merges_it_at():
+    sizes = gpu_sizes("book/09_assistant")
+    assert sizes["base"] == pretrained.sizes("byte-llama-base", "gpu")
+    runs = {run.name: run for run in budget.chapter_runs(9, sizes)}
+    base = runs["base model pre-training"]
+    config = sizes["base"]
+    tokens = config["steps"] * config["batch_size"] * config["gpt"]["block_size"]
+    assert base.flops > 6 * 3_000_000 * tokens  # a few million parameters, trained on every token
+    # generation is counted per call as well as per FLOP
+    assert runs["exact-match generation"].seconds > 0
+
+
+def test_chapter_seven_counts_the_flops_it_plans_for_its_grid():
+    from llmbook import scaling
+
+    sizes = gpu_sizes("book/07_scaling")
+    (run,) = budget.chapter_runs(7, sizes)
+    assert run.flops == scaling.planned_flops(sizes, budget.SHAKESPEARE_VOCAB)
+    # the meta-device arithmetic equals that of real models
+    config = scaling.grid_shape(*sizes["shapes"][0], budget.SHAKESPEARE_VOCAB, sizes["block_size"])
+    one = dict(sizes, shapes=[sizes["shapes"][0]] * 3, data_tokens=[0])
+    real = GPT(config).flops_per_token(sizes["block_size"])
+    window = max(sizes["batch_size"], 32) * sizes["block_size"]
+    evals = (2 * sizes["evals"] * sizes["eval_steps"] + 2 + sizes["final_eval_batches"]) * window
+    assert scaling.planned_flops(one, budget.SHAKESPEARE_VOCAB) == pytest.approx(
+        3 * real * (sizes["tokens"] + 2 * evals / 3)
+    )
+
+
+def test_uncached_generation_reads_its_window_at_every_step():
+    assert budget.window_tokens(prompt=1, new=4, window=100) == 1 + 2 + 3 + 4
+    assert budget.window_tokens(prompt=5, new=3, window=4) == 3 * 4
+    model = budget._gpt(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    run = budget.decoding_run("greedy", model, calls=10, tokens=40)
+    assert run.flops == model.flops_per_token(training=False) * 40
+    assert run.seconds == pytest.approx(10 * 2 * budget.CALL_SECONDS_PER_LAYER)

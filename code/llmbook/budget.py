@@ -4,7 +4,9 @@ No T4 is at hand to time the chapters, so this module computes it. A chapter's
 ``gpu``-budget runs are listed as :class:`Run` s: a training run costs its
 model's training FLOPs per token (``flops_per_token``, forward + backward) times
 the tokens it trains on, plus its evaluations (forward only, on both splits); a
-run stopped by a wall-time budget (``max_seconds``) counts at that wall time.
+run stopped by a wall-time budget (``max_seconds``) counts at that wall time; a
+generation (:func:`decoding_run`) costs its forward passes plus the kernel
+launches of each call, which dominate when tokens come one at a time.
 The FLOPs are divided by 15% of the T4's 65 TFLOP/s fp16 peak: the small models
 of this book rarely do better on a T4 (launch overheads, small matrices).
 
@@ -37,6 +39,8 @@ __all__ = [
     "UTILISATION",
     "Run",
     "chapter_runs",
+    "decoding_run",
+    "window_tokens",
     "minutes_on_t4",
     "seconds_on_t4",
     "t4_estimate",
@@ -54,6 +58,9 @@ SHAKESPEARE_VOCAB = 65
 TANG_VOCAB_10_FILES = 6000
 # Characters of Tiny Shakespeare's validation split (the last 10% of 1,115,394).
 VALIDATION_CHARS = 111_540
+# A forward call that generates one token (batch size 1 or a few rows) is bound by kernel launches, not by
+# arithmetic: about a dozen launches per block, some 40 µs each in eager PyTorch, whatever the width.
+CALL_SECONDS_PER_LAYER = 0.5e-3
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,32 @@ def training_run(
     eval_tokens = evaluations * eval_steps * batch_size * context * 2  # train and validation splits
     flops = model.flops_per_token(context) * tokens + model.flops_per_token(context, training=False) * eval_tokens
     return Run(name, float(flops))
+
+
+def decoding_run(name: str, model: Any, calls: int, tokens: int) -> Run:
+    """Generation: ``calls`` forward calls of ``model`` that read ``tokens`` positions in all (forward only).
+
+    Each call also costs its launches, :data:`CALL_SECONDS_PER_LAYER` per block: at batch size 1 that,
+    not the arithmetic, is what a decoding step takes on a GPU.
+
+    >>> model = _gpt(vocab_size=65, block_size=64, n_layer=2, n_head=2, n_embd=32)
+    >>> decoding_run("greedy", model, calls=100, tokens=0).seconds_on_t4()
+    0.1
+    """
+    calls = validate.nonnegative_int(calls, "calls")
+    tokens = validate.nonnegative_int(tokens, "tokens")
+    flops = model.flops_per_token(training=False) * tokens  # attention at the full context: an upper bound
+    return Run(name, float(flops), calls * model.config.n_layer * CALL_SECONDS_PER_LAYER)
+
+
+def window_tokens(prompt: int, new: int, window: int) -> int:
+    """Positions an uncached generation reads: each of ``new`` steps runs the model on the last ``window``
+    tokens (at most) of the prompt and what it has generated so far.
+
+    >>> window_tokens(prompt=2, new=3, window=3)  # 2 + 3 + 3
+    8
+    """
+    return sum(min(length, window) for length in range(prompt, prompt + new))
 
 
 def timed_run(name: str, seconds: float) -> Run:
@@ -228,6 +261,145 @@ def _chapter_6(size: Mapping[str, Any]) -> list[Run]:
     ]
 
 
+def _chapter_7(size: Mapping[str, Any]) -> list[Run]:
+    from llmbook import scaling
+
+    # The grid, the data sweep and their evaluations, as the chapter plans them (its own budget section).
+    # The memory measurements, DDP, FSDP and gradient accumulation run on the CPU at every budget.
+    return [Run("scaling grid and data sweep", scaling.planned_flops(dict(size), SHAKESPEARE_VOCAB))]
+
+
+# Chapter 8's translation task: English number words (at most 8) to Chinese numerals (at most 9 characters
+# and the end mark: 10 positions), a target vocabulary of 17 (padding, start, end and 14 characters).
+NUMBER_WORDS, NUMERAL_POSITIONS, NUMERAL_VOCAB = 8, 10, 17
+SENTIMENT_TEST_REVIEWS = 400  # applications.sentiment_split's test_size, as the chapter calls it
+
+
+def _seq2seq_forward_flops(n_layer: int, d: int, source: int, target: int, vocab: int) -> int:
+    """One example's forward pass through llmbook.seq2seq.Seq2Seq: the encoder's blocks (12·d² weights each)
+    on the source, the decoder's (16·d²: cross-attention adds 4·d²) and the output layer on the target, and
+    attention's q·kᵀ and weights·v (self-attention on both sides, cross-attention target × source)."""
+    weights = 2 * (12 * n_layer * d * d * source + 16 * n_layer * d * d * target + vocab * d * target)
+    attention = 4 * n_layer * d * (source * source + target * target + target * source)
+    return weights + attention
+
+
+def _chapter_8(size: Mapping[str, Any]) -> list[Run]:
+    from llmbook import pretrained
+
+    runs = []
+    # Decoding with Chapter 6's character GPT (pretrained "char-gpt-shakespeare", trained in Chapter 6): the
+    # prompt "ROMEO:\n" (7 characters), sample_chars new characters, no cache (each step reads the window).
+    char = _gpt(vocab_size=SHAKESPEARE_VOCAB, **pretrained.sizes("char-gpt-shakespeare", "gpu")["gpt"])
+    window, prompt, new = char.config.block_size, 7, size["sample_chars"]
+    per_row = window_tokens(prompt, new, window)
+    # greedy (1 row), beam search (beam_width rows), five samplers (`samples` rows each), cached vs uncached
+    # greedy (the cached one reads each position once), five continuations of top-p (5 rows).
+    rows = 1 + size["beam_width"] + 5 * size["samples"] + 1 + 5
+    runs.append(decoding_run("decoding strategies", char, calls=10 * new, tokens=rows * per_row + prompt + new))
+    # KV-cache timing: a random GPT of kv_model's sizes, from one token, uncached and cached, kv_repeats times.
+    timing = _gpt(vocab_size=SHAKESPEARE_VOCAB, **size["kv_model"])
+    lengths, repeats = size["kv_new_tokens"], size["kv_repeats"]
+    uncached = sum(window_tokens(1, n, timing.config.block_size) for n in lengths)
+    runs.append(
+        decoding_run(
+            "KV-cache timing",
+            timing,
+            calls=2 * repeats * sum(lengths),
+            tokens=repeats * (uncached + sum(lengths)) + timing.config.block_size,
+        )
+    )
+    # GPT-2 small (only where its weights download, as on Colab): 5 continuations, cached, 60 tokens in all.
+    gpt2 = _gpt(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    runs.append(decoding_run("GPT-2 small writes", gpt2, calls=60, tokens=5 * 60))
+    # Sentiment: a word-level GPT pre-trained on the reviews, then three GPT classifiers and an LSTM fine-tuned.
+    sent = size["sentiment"]
+    lm = _gpt(vocab_size=sent["vocab"], block_size=sent["max_tokens"], **sent["gpt"])
+    steps = sent["pretrain_steps"]
+    runs.append(training_run("sentiment: GPT pre-training", lm, steps, 32, steps, 4))
+    tune = sent["finetune_steps"]
+    runs.append(Run("sentiment: three GPT fine-tunings", 3 * training_run("", lm, tune, 32, tune, 2).flops))
+    width = sent["gpt"]["n_embd"]  # the LSTM: embedding and hidden state of the GPT's width, 4 gates
+    lstm_per_token = 2 * 4 * width * (width + width)
+    runs.append(Run("sentiment: LSTM fine-tuning", 3 * lstm_per_token * tune * 32 * sent["max_tokens"]))
+    test_tokens = 4 * SENTIMENT_TEST_REVIEWS * sent["max_tokens"]
+    runs.append(Run("sentiment: test accuracy", lm.flops_per_token(training=False) * test_tokens))
+    # Translation: a Seq2Seq trained on batches of number pairs, then greedy decoding of two test sets.
+    tr = size["translation"]
+    model = tr["model"]
+    forward = _seq2seq_forward_flops(model["n_layer"], model["n_embd"], NUMBER_WORDS, NUMERAL_POSITIONS, NUMERAL_VOCAB)
+    evaluations = 5 * 2 * 2 * tr["batch_size"]  # at 0 and every steps // 4, 2 batches, both splits
+    runs.append(Run("translation: Seq2Seq", forward * (3 * tr["steps"] * tr["batch_size"] + evaluations)))
+    # greedy decoding: one call per target position, each rerunning the whole example (an upper bound)
+    runs.append(
+        Run(
+            "translation: exact match",
+            forward * NUMERAL_POSITIONS * 2 * tr["test"],
+            2 * NUMERAL_POSITIONS * 2 * model["n_layer"] * CALL_SECONDS_PER_LAYER,
+        )
+    )
+    return runs
+
+
+CHAT_VOCAB = 259  # 256 bytes and <|user|>, <|assistant|>, <|end|>
+
+
+def _chapter_9(size: Mapping[str, Any]) -> list[Run]:
+    from llmbook import assistant
+
+    base_sizes = size["base"]
+    base = _gpt(
+        vocab_size=CHAT_VOCAB,
+        bias=False,
+        norm="rmsnorm",
+        mlp="swiglu",
+        positions="rope",
+        **base_sizes["gpt"],
+    )
+    # The comparison of a GPT-2-style and a Llama-style GPT: each stopped by compare_seconds.
+    runs = [
+        timed_run(f"{name} for compare_seconds", size["compare_seconds"]) for name in ("GPT-2 style", "Llama style")
+    ]
+    # The byte-level base model (pretrained "byte-llama-base"): trained here first, from an empty cache.
+    runs.append(
+        training_run(
+            "base model pre-training",
+            base,
+            base_sizes["steps"],
+            base_sizes["batch_size"],
+            base_sizes["eval_interval"],
+            base_sizes["eval_steps"],
+        )
+    )
+    sft = size["sft"]
+    fine_tunings = [("supervised fine-tuning", sft["steps"]), ("LoRA fine-tuning", sft["steps"])]
+    if size["prompt_loss_steps"]:
+        fine_tunings.append(("fine-tuning with the prompt's loss", size["prompt_loss_steps"]))
+    for name, steps in fine_tunings:  # rows padded to the block: an upper bound (LoRA's backward is cheaper)
+        runs.append(training_run(name, base, steps, sft["batch_size"], max(1, steps // 5), 4))
+    # DPO: per step the policy trains on the chosen and the rejected replies and the reference reads both;
+    # every steps // 5 (and at 0) both read the validation pairs.
+    dpo = size["dpo"]
+    train_tokens = 2 * dpo["batch_size"] * base.config.block_size * dpo["steps"]
+    val_tokens = 6 * 2 * 2 * dpo["val_pairs"] * base.config.block_size
+    per_beta = base.flops_per_token() * train_tokens + base.flops_per_token(training=False) * (
+        train_tokens + val_tokens
+    )
+    runs.append(Run(f"DPO ({len(size['betas'])} betas)", len(size["betas"]) * per_beta))
+    # Exact match by greedy generation, without a cache, up to max_new_tokens per reply: the base model, the
+    # fine-tuned one (seen tasks, held-out phrasing, held-out task), prompt loss, LoRA, each DPO policy, and
+    # retrieval (2 questions per document, without and with the passage).
+    seen = size["n_test"] * len(assistant.TRAINED_TASKS)
+    evaluated = [seen, seen, seen, size["n_test"], seen, *[seen] * len(size["betas"]), *[2 * size["documents"]] * 2]
+    if size["prompt_loss_steps"]:
+        evaluated.append(seen)
+    new, window = size["max_new_tokens"], base.config.block_size
+    # one batch per prompt length: at most one per row, at most one per possible length of a prompt
+    calls = sum(min(rows, window) * new for rows in evaluated)
+    runs.append(decoding_run("exact-match generation", base, calls, sum(evaluated) * new * window))
+    return runs
+
+
 # Chapters 1 and 2 train no model on the GPU (n-gram counts, BPE merges: CPU work at every budget).
 CHAPTER_RUNS: dict[int, Callable[[Mapping[str, Any]], list[Run]]] = {
     1: lambda size: [],
@@ -236,6 +408,9 @@ CHAPTER_RUNS: dict[int, Callable[[Mapping[str, Any]], list[Run]]] = {
     4: _chapter_4,
     5: _chapter_5,
     6: _chapter_6,
+    7: _chapter_7,
+    8: _chapter_8,
+    9: _chapter_9,
 }
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "activation_bytes",
     "SavedTensorMeter",
     "checkpoint_blocks",
+    "planned_flops",
     "KAPLAN_ALPHA_N",
     "CHINCHILLA_TOKENS_PER_PARAM",
 ]
@@ -595,3 +596,33 @@ def checkpoint_blocks(model: GPT, enabled: bool = True) -> GPT:
             block.forward = block._plain_forward
             del block._plain_forward
     return model
+
+
+# --------------------------------------------------------------------------- the chapter's own budget
+
+
+def planned_flops(sizes: dict, vocab_size: int) -> float:
+    """The FLOPs Chapter 7's experiments plan at the sizes ``sizes`` (a row of its SIZES table).
+
+    Training: every grid shape on ``max(tokens, C / flops_per_token)`` tokens, where C is the third
+    model's compute at ``tokens`` (as the chapter's grid), plus the shorter runs of the data sweep.
+    Evaluation: forward passes only (a third of a training step's FLOPs) of ``max(batch_size, 32)``
+    windows, ``evals`` times on both splits plus the final ``final_eval_batches``; counted twice, an
+    upper bound that covers the data sweep's evaluations. :mod:`llmbook.budget` counts the chapter with it.
+    """
+    validate.positive_int(vocab_size, "vocab_size")
+    T = validate.positive_int(sizes["block_size"], "block_size")
+
+    def flops_per_token(shape) -> float:
+        with torch.device("meta"):  # the sizes are all the arithmetic needs: no memory
+            return float(GPT(grid_shape(*shape, vocab_size, T)).flops_per_token(T))
+
+    per_token = [flops_per_token(shape) for shape in sizes["shapes"]]
+    equal = per_token[2] * sizes["tokens"]
+    train = sum(f * max(sizes["tokens"], equal / f) for f in per_token)
+    train += flops_per_token(sizes["data_shape"]) * sum(sizes["data_tokens"][:-1])
+    eval_tokens = (2 * sizes["evals"] * sizes["eval_steps"] + 2 + sizes["final_eval_batches"]) * (
+        max(sizes["batch_size"], 32) * T
+    )
+    evals = sum(f / 3 * eval_tokens for f in per_token) * 2
+    return train + evals
