@@ -41,7 +41,11 @@ def gpu_sizes(document) -> dict:
                 for key, name in re.findall(r'(?:"(\w+)":\s*)?pretrained\.sizes\("([\w-]+)"\)', source):
                     shared |= {key: pretrained.sizes(name, "gpu")} if key else pretrained.sizes(name, "gpu")
                 return {**shared, **table["gpu"]}
-    raise AssertionError(f"{document}: no SIZES table (CONTRIBUTING.md, 'A chapter notebook')")
+    # A chapter without a SIZES table runs the same at every budget; it must then list no run.
+    assert not budget.chapter_runs(int(Path(document).name[:2]), {}), (
+        f"{document}: no SIZES table (CONTRIBUTING.md, 'A chapter notebook')"
+    )
+    return {}
 
 
 @pytest.mark.parametrize(("document", "number"), CHAPTERS, ids=[d for d, _ in CHAPTERS])

@@ -400,7 +400,23 @@ def _chapter_9(size: Mapping[str, Any]) -> list[Run]:
     return runs
 
 
-# Chapters 1 and 2 train no model on the GPU (n-gram counts, BPE merges: CPU work at every budget).
+def _chapter_10(size: Mapping[str, Any]) -> list[Run]:
+    # Chapter 6's GPT (trained there) is read, never trained: the chapter moves it to the CPU, where int8
+    # kernels live, and evaluates it there. Counted here at the T4's rate anyway, as an upper bound of its
+    # arithmetic: the float and int8 evaluations, latency_repeats timed batches each, calibration and the
+    # probes' hidden states (one forward pass per window, every layer kept).
+    from . import pretrained
+
+    gpt = _gpt(vocab_size=SHAKESPEARE_VOCAB, **pretrained.sizes("char-gpt-shakespeare", "gpu")["gpt"])
+    context = gpt.config.block_size
+    forward = gpt.flops_per_token(context, training=False)
+    evaluations = 2 * (1 + size["latency_repeats"]) + 1  # float and int8, timed; calibration
+    tokens = (evaluations * size["eval_windows"] + size["probe_windows"]) * context
+    return [Run("evaluations of Chapter 6's GPT (float, int8, calibration, probes)", float(forward * tokens))]
+
+
+# Chapters 1 and 2 train no model on the GPU (n-gram counts, BPE merges: CPU work at every budget), nor does
+# Chapter 11 (two small checks against PyTorch and safetensors).
 CHAPTER_RUNS: dict[int, Callable[[Mapping[str, Any]], list[Run]]] = {
     1: lambda size: [],
     2: lambda size: [],
@@ -411,6 +427,8 @@ CHAPTER_RUNS: dict[int, Callable[[Mapping[str, Any]], list[Run]]] = {
     7: _chapter_7,
     8: _chapter_8,
     9: _chapter_9,
+    10: _chapter_10,
+    11: lambda size: [],
 }
 
 
