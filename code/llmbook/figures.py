@@ -472,6 +472,9 @@ def pipeline(stage: str):
                     linewidth=1,
                 )
             )
+    return figure
+
+
 def gpt_vs_bert(text: str = "to be or", masked: tuple[int, ...] = (3,)):
     """Concept figure of Chapter 5: GPT and BERT side by side, as the matplotlib figure it returns.
 
