@@ -552,7 +552,8 @@ def test_the_instructor_extra_declares_every_package_the_instructor_tools_import
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = project["dependencies"] + project["optional-dependencies"]["instructor"]
     names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in declared}
-    module_of = {"ipython": "IPython", "myst-nb": "myst_nb", "pyyaml": "yaml"}  # distribution name -> import name where they differ
+    # distribution name -> import name where they differ
+    module_of = {"ipython": "IPython", "myst-nb": "myst_nb", "pyyaml": "yaml"}
     provided = {module_of.get(name, name) for name in names}
     imported = set()
     for path in (ROOT / "code" / "llmbook" / "instructor").glob("*.py"):
