@@ -95,7 +95,7 @@ def test_the_key_changes_with_the_budget_the_sizes_the_data_and_the_code(monkeyp
 
 def test_the_hash_covers_the_library_modules_the_recipe_uses(monkeypatch):
     recipe = pretrained._RECIPES["char-gpt-shakespeare"]
-    modules = pretrained._library_modules((recipe.train, recipe.load))
+    modules = pretrained._library_modules((recipe.train, recipe.load, pretrained._train_gpt))
     # models imports attention: followed through imports
     assert {"llmbook.models", "llmbook.attention", "llmbook.train", "llmbook.tokenizers", "llmbook.data"} <= set(
         modules

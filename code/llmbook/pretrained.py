@@ -172,26 +172,34 @@ def _glove_brown_load(extra: dict[str, Any]):
     return model, fields
 
 
-def _char_gpt_train(size: dict[str, Any]):
-    from llmbook.data import load_text
-    from llmbook.models import GPT, GPTConfig
-    from llmbook.tokenizers import CharTokenizer
+def _train_gpt(config, ids: torch.Tensor, split: int, size: dict[str, Any]):
+    """A GPT of ``config`` trained by the book's loop on ``ids`` (the first ``split`` for training, the rest
+    for validation) with the sizes of a registry entry; returns (model, train_config, result)."""
+    from llmbook.models import GPT
     from llmbook.train import TokenBatcher, TrainConfig, train
 
-    text = load_text("tinyshakespeare.txt")
-    tokenizer = CharTokenizer.train(text)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    split = int(0.9 * len(ids))
     batcher = TokenBatcher(ids[:split], ids[split:], block_size=size["gpt"]["block_size"])
     runtime.seed_everything(0)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, bias=False, **size["gpt"])
     model = GPT(config)
     train_config = TrainConfig(
         max_steps=size["steps"], batch_size=size["batch_size"], lr=size["lr"], warmup_steps=size["warmup"],
         eval_interval=size["eval_interval"], eval_steps=size["eval_steps"], log_interval=size["log_interval"],
         betas=(0.9, 0.99), progress=True,
     )  # fmt: skip
-    result = train(model, batcher, train_config)
+    return model, train_config, train(model, batcher, train_config)
+
+
+def _char_gpt_train(size: dict[str, Any]):
+    from llmbook.data import load_text
+    from llmbook.models import GPTConfig
+    from llmbook.tokenizers import CharTokenizer
+
+    text = load_text("tinyshakespeare.txt")
+    tokenizer = CharTokenizer.train(text)
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    split = int(0.9 * len(ids))
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, bias=False, **size["gpt"])
+    model, train_config, result = _train_gpt(config, ids, split, size)
     metrics = {"final_val_loss": result.final_val_loss, "best_val_loss": result.best_val_loss,
                "params": model.num_params(), "steps": result.steps}  # fmt: skip
     extra = {"gpt_config": dataclasses.asdict(config), "chars": tokenizer.chars,
@@ -211,24 +219,15 @@ def _char_gpt_load(extra: dict[str, Any]):
 def _byte_llama_train(size: dict[str, Any]):
     from llmbook.assistant import chat_tokenizer, pretraining_text
     from llmbook.data import load_text
-    from llmbook.models import GPT, GPTConfig
-    from llmbook.train import TokenBatcher, TrainConfig, train
+    from llmbook.models import GPTConfig
 
     tokenizer = chat_tokenizer()
     corpus = pretraining_text(load_text("tinyshakespeare.txt"), seed=0, lines=size["lines"])
     ids = torch.tensor(tokenizer.encode(corpus), dtype=torch.long)
     split = int(0.95 * len(ids))
-    batcher = TokenBatcher(ids[:split], ids[split:], block_size=size["gpt"]["block_size"])
-    runtime.seed_everything(0)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, bias=False, norm="rmsnorm", mlp="swiglu", positions="rope",
                        **size["gpt"])  # fmt: skip
-    model = GPT(config)
-    train_config = TrainConfig(
-        max_steps=size["steps"], batch_size=size["batch_size"], lr=size["lr"], warmup_steps=size["warmup"],
-        eval_interval=size["eval_interval"], eval_steps=size["eval_steps"], log_interval=size["log_interval"],
-        betas=(0.9, 0.99), progress=True,
-    )  # fmt: skip
-    result = train(model, batcher, train_config)
+    model, _, result = _train_gpt(config, ids, split, size)
     metrics = {"final_val_loss": result.final_val_loss, "params": model.num_params(), "steps": result.steps,
                "tokens_per_second": result.tokens_per_second, "corpus_bytes": len(ids)}  # fmt: skip
     return model, {"gpt_config": dataclasses.asdict(config)}, result, metrics
@@ -328,7 +327,7 @@ def _library_modules(functions: tuple[Callable, ...]) -> list[str]:
 def _code_and_data_hash(name: str, budget: str) -> str:
     recipe = _recipe(name)
     digest = hashlib.sha256()
-    functions = (recipe.train, recipe.load)
+    functions = (recipe.train, recipe.load, _train_gpt)  # _train_gpt: the loop the GPT recipes share
     for function in functions:
         digest.update(inspect.getsource(function).encode("utf-8"))
     for module in _library_modules(functions):
