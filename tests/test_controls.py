@@ -186,7 +186,12 @@ def test_controls_switch_outputs_in_chromium_without_a_network():
     second = controls.explore(lambda n: f"second {n}", {"n": [10, 20]})
     document = f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{first.html}{second.html}</body></html>'
     requests = []
-    with sync_playwright() as playwright:
+
+    def drive():  # on a thread of its own: the book tests may already drive a browser from an asyncio loop
+        with sync_playwright() as playwright:
+            _drive(playwright)
+
+    def _drive(playwright):
         browser = playwright.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox"])
         page = browser.new_page()
         page.route("**/*", lambda route: (requests.append(route.request.url), route.abort()))
@@ -205,4 +210,9 @@ def test_controls_switch_outputs_in_chromium_without_a_network():
         assert first_panel.get_attribute("data-point") == "5"
         assert second_panel.locator("pre").inner_text() == "second 10"  # the other panel did not move
         browser.close()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(drive).result()
     assert not requests, requests

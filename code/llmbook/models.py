@@ -394,8 +394,13 @@ class GPT(nn.Module):
         if config.positions == "rope":  # rotary positions act inside attention: no table (Chapter 9)
             self.position_embedding = None
         self.dropout = nn.Dropout(config.dropout)
-        modern = dict(norm=config.norm, mlp=config.mlp, n_kv_head=config.n_kv_head,
-                      rope=config.positions == "rope", mlp_hidden=config.mlp_hidden)  # fmt: skip
+        modern = dict(
+            norm=config.norm,
+            mlp=config.mlp,
+            n_kv_head=config.n_kv_head,
+            rope=config.positions == "rope",
+            mlp_hidden=config.mlp_hidden,
+        )
         self.blocks = nn.ModuleList(
             Block(
                 config.n_embd,

@@ -56,8 +56,47 @@ def reflow(source: str, width: int = LISTING_WIDTH) -> str:
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
+        return _wrap_prose(source, width)
+    formatted = result.stdout if result.returncode == 0 and result.stdout.strip() else source
+    return _wrap_prose(formatted, width)
+
+
+def _wrap_prose(source: str, width: int) -> str:
+    """Lines of comments and docstrings longer than ``width`` rewrapped at ``width`` (ruff leaves them
+    alone): a trailing comment moves onto its own line above its code; the code is unchanged."""
+    import io
+    import textwrap
+    import tokenize
+
+    lines = source.splitlines()
+    comments: dict[int, int] = {}  # row (1-based) -> column where its comment starts
+    docstring_rows: set[int] = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.COMMENT:
+                comments[token.start[0]] = token.start[1]
+            elif token.type == tokenize.STRING and token.string.lstrip("rbuRBU").startswith(('"""', "'''")):
+                docstring_rows.update(range(token.start[0], token.end[0] + 1))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
         return source
-    return result.stdout if result.returncode == 0 and result.stdout.strip() else source
+    wrapped = []
+    for row, line in enumerate(lines, start=1):
+        indent = line[: len(line) - len(line.lstrip())]
+        if len(line) <= width:
+            wrapped.append(line)
+        elif row in comments:
+            code, comment = line[: comments[row]].rstrip(), line[comments[row] :].lstrip("#").strip()
+            prefix = indent + "# "
+            wrapped += textwrap.wrap(comment, width, initial_indent=prefix, subsequent_indent=prefix) or [prefix]
+            if code.strip():
+                wrapped.append(code)
+        elif row in docstring_rows and not line.strip().startswith(('"""', "'''")):
+            wrapped += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent)
+        elif row in docstring_rows:  # the opening line: keep the quotes on it
+            wrapped += textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent)
+        else:
+            wrapped.append(line)
+    return "\n".join(wrapped) + ("\n" if source.endswith("\n") else "")
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:

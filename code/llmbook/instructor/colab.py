@@ -460,21 +460,31 @@ def find_mermaid_js(root: Path = ROOT) -> Path:
 class MermaidRenderer:
     """PNG images of Mermaid diagrams, drawn by mermaid.js in one headless Chromium (no network).
 
-    Use as a context manager; the browser starts at the first diagram and serves every notebook.
+    Use as a context manager; the browser starts at the first diagram and serves every notebook. Every
+    Playwright call runs on one worker thread of its own: Playwright's sync API refuses a thread with a
+    running asyncio loop (a Jupyter kernel, or a pytest session that already drives a browser).
     """
 
     def __init__(self, mermaid_js: Path | None = None, chromium: str = "/usr/bin/chromium", root: Path = ROOT):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.mermaid_js, self.chromium, self.root = mermaid_js, chromium, root
         self._playwright = self._browser = self._page = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mermaid")
         self.count = 0
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self._thread.submit(self._close).result()
+        self._thread.shutdown()
+
+    def _close(self):
         if self._browser is not None:
             self._browser.close()
             self._playwright.stop()
+            self._browser = self._page = None
 
     def _start(self):
         from playwright.sync_api import sync_playwright
@@ -494,6 +504,9 @@ class MermaidRenderer:
         self._page = page
 
     def __call__(self, sources: list[str]) -> list[bytes]:
+        return self._thread.submit(self._render, sources).result()
+
+    def _render(self, sources: list[str]) -> list[bytes]:
         images = []
         for source in sources:
             if self._page is None:
