@@ -351,11 +351,15 @@ def test_the_edition_has_no_myst_only_syntax_and_no_solution(edition):
         assert not problems, f"{path.name}: MyST-only syntax in the Colab edition:\n" + "\n".join(problems[:10])
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert not any("### BEGIN SOLUTION" in c["source"] for c in code), f"{path.name}: a solution leaked"
-        assert sum(bool(c.get("outputs")) for c in code) > len(code) // 2, (
+        # many cells print nothing (assignments, stubbed solutions, cleared checks): a third is the floor
+        assert 3 * sum(bool(c.get("outputs")) for c in code) >= len(code), (
             f"{path.name}: the build's outputs are missing"
         )
-        attachments = [c for c in nb["cells"] if c.get("attachments")]
-        assert attachments, f"{path.name}: the 'where we are' diagram is not an image"
+        # every Mermaid diagram of the source became an image attached to its cell
+        source = json.loads((ROOT / "book" / path.name).read_text(encoding="utf-8"))
+        diagrams = sum("".join(c["source"]).count("```{mermaid}") for c in source["cells"])
+        attached = sum(len(c.get("attachments", {})) for c in nb["cells"])
+        assert attached >= diagrams, f"{path.name}: {diagrams} Mermaid diagrams but {attached} attached images"
 
 
 def _colab_env(**extra: str) -> dict[str, str]:
