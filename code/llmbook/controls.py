@@ -299,10 +299,11 @@ def explore(
     return Explorer(page, grid, points, len(outputs))
 
 
-# The panel's behaviour: one function call, no global names, so any number of panels can share a page.
-# The root is found by its unique id (document.currentScript first, since some front ends run the
-# script before the output is attached to the document; retried briefly).
-_SCRIPT = r"""
+# The start of every inline panel's script (these controls, viz.attention_view): one function call, no
+# global names, so any number of panels can share a page. The root is found by its unique id
+# (document.currentScript first, since some front ends run the script before the output is attached to
+# the document; retried briefly) and marked ready once. The caller's code follows, then closes start().
+PANEL_START = r"""
 (function () {
   var uid = "__UID__", script = document.currentScript, tries = 0;
   function findRoot() {
@@ -314,7 +315,11 @@ _SCRIPT = r"""
     if (!root) { if (tries++ < 50) { setTimeout(start, 100); } return; }
     if (root.getAttribute("data-ready") === "1") { return; }
     root.setAttribute("data-ready", "1");
-    var data = JSON.parse(root.querySelector(".llmbook-controls-data").textContent);
+"""
+
+_SCRIPT = (
+    PANEL_START
+    + r"""    var data = JSON.parse(root.querySelector(".llmbook-controls-data").textContent);
     var box = root.querySelector(".llmbook-controls-output");
     var controls = root.querySelectorAll(".llmbook-control");
     function show() {
@@ -354,3 +359,4 @@ _SCRIPT = r"""
   start();
 })();
 """
+)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import validate
+from .controls import PANEL_START
 from .validate import one_of
 
 __all__ = [
@@ -255,22 +256,12 @@ def attention_view(
     return AttentionView(page, num_layers, num_heads, query_tokens, truncated_from)
 
 
-# The view's behaviour. Everything lives inside one function call: no global names, so any number of
+# The view's behaviour, after the start every inline panel shares (controls.PANEL_START). Everything lives inside one function call: no global names, so any number of
 # views can share a page. The root is found by its unique id (document.currentScript first, since
 # some front ends run the script before the output is attached to the document; retried briefly).
-_SCRIPT = r"""
-(function () {
-  var uid = "__UID__", script = document.currentScript, tries = 0;
-  function findRoot() {
-    var root = script && script.parentNode && script.parentNode.id === uid ? script.parentNode : null;
-    return root || document.getElementById(uid);
-  }
-  function start() {
-    var root = findRoot();
-    if (!root) { if (tries++ < 50) { setTimeout(start, 100); } return; }
-    if (root.getAttribute("data-ready") === "1") { return; }
-    root.setAttribute("data-ready", "1");
-    var data = JSON.parse(root.querySelector(".llmbook-attention-data").textContent);
+_SCRIPT = (
+    PANEL_START
+    + r"""    var data = JSON.parse(root.querySelector(".llmbook-attention-data").textContent);
     var raw = atob(data.weights), bytes = new Uint8Array(raw.length);
     for (var b = 0; b < raw.length; b++) { bytes[b] = raw.charCodeAt(b); }
     var svg = root.querySelector("svg.llmbook-attention-lines"), NS = "http://www.w3.org/2000/svg";
@@ -399,6 +390,7 @@ _SCRIPT = r"""
   start();
 })();
 """
+)
 
 
 def _initial_pin(pin, head_weights: np.ndarray) -> int | None:
