@@ -211,6 +211,34 @@ def test_book_builds_every_page_with_no_warning_and_no_execution_error(built_boo
     assert not reports, f"notebook execution reports (errors) were written: {[r.name for r in reports]}"
 
 
+def _stream_text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+@pytest.mark.book
+def test_pinned_outputs_match_the_executed_build(built_book):
+    """A cell tagged ``nbval-check-output`` keeps its output in the source; the build must print the same."""
+    import nbformat
+
+    executed = book_dir() / "_build" / "jupyter_execute"
+    pinned = 0
+    for source_path in sorted((ROOT / "book").glob("*.ipynb")):
+        source = nbformat.read(source_path, as_version=4)
+        tagged = [
+            (i, c) for i, c in enumerate(source.cells) if "nbval-check-output" in c.get("metadata", {}).get("tags", [])
+        ]
+        if not tagged:
+            continue
+        ran = nbformat.read(executed / "book" / source_path.name, as_version=4)
+        for index, cell in tagged:
+            expected = _stream_text(cell)
+            assert expected, f"{source_path.name} cell {index} is tagged nbval-check-output but stores no output"
+            got = _stream_text(ran.cells[index])
+            assert got == expected, f"{source_path.name} cell {index}: the build printed\n{got}\ninstead of\n{expected}"
+            pinned += 1
+    assert pinned >= 1, "no pinned output found (chapter 4's mask cell is tagged nbval-check-output)"
+
+
 # --- serving the book and its CDN files locally -----------------------------------------------------
 
 

@@ -479,6 +479,9 @@ def test_the_edition_runs_as_in_colab_from_a_wheel_at_smoke(edition, tmp_path):
     )
     for path, outcome in results.items():
         assert not outcome["errors"], f"{path}: errors that no unanswered exercise explains: {outcome['errors']}"
+        source = (ROOT / "book" / Path(path).name).read_text(encoding="utf-8")
+        if "{exercise}" not in source:
+            continue  # Chapter 11 and the FAQ have no graded exercises: nothing to check.
         assert outcome["checks"], f"{path}: no check cell ran"
         assert all(
             "not yet" in text or "not defined yet" in text or "not implemented" in text for text in outcome["checks"]
