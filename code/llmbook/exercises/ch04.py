@@ -298,7 +298,7 @@ def _feature_map(source: str, target: str, strength: float) -> torch.Tensor:
 @exercise(
     "ch04.query_for_mat",
     name="W_Q",
-    title="A query matrix that makes *it* find the mat",
+    title="A query matrix that makes 'it' find the mat",
     wrong=[
         torch.eye(6),  # queries = features: *it* matches itself best
         3 * torch.eye(6),  # the chapter's hand-built W_Q, sharper but still *it* on itself
