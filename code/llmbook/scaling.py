@@ -244,12 +244,8 @@ class PowerLawFit:
         return power_law(np.asarray(x, dtype=float), self.a, self.alpha, self.c)
 
     def __str__(self) -> str:
-        form = (
-            f"{self.a:.3g}·x^(-{self.alpha:.3f}) + {self.c:.3f}"
-            if self.irreducible
-            else (f"{self.a:.3g}·x^(-{self.alpha:.3f})")
-        )
-        return f"L(x) = {form}, alpha in [{self.alpha_low:.3f}, {self.alpha_high:.3f}] (95% bootstrap)"
+        form = f"{self.a:.3g}·x^-{self.alpha:.3f}" + (f" + {self.c:.3f}" if self.irreducible else "")
+        return f"L = {form}; 95% interval of alpha {self.alpha_low:.3f} to {self.alpha_high:.3f}"
 
 
 def _fit_once(log_x, log_y, irreducible: bool, x0: float, start=None):
@@ -276,6 +272,20 @@ def _fit_once(log_x, log_y, irreducible: bool, x0: float, start=None):
     return math.exp(log_a) * x0**alpha, float(alpha), float(c)
 
 
+def _points(x, y, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float arrays, refused unless they are ``need`` or more positive, finite pairs."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be two lists of the same length, got shapes {x.shape} and {y.shape}")
+    if len(x) < need:
+        what = "a, alpha and c" if need == 4 else "a and alpha"
+        raise ValueError(f"fitting {what} needs at least {need} points, got {len(x)}; train more sizes")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
+        raise ValueError(f"x and y must be finite and > 0, got x={x.tolist()} and y={y.tolist()}")
+    return x, y
+
+
 def fit_power_law(
     x: Sequence[float],
     y: Sequence[float],
@@ -296,18 +306,7 @@ def fit_power_law(
     >>> round(fit.alpha, 3), round(fit.c, 3)
     (0.3, 1.2)
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be two lists of the same length, got shapes {x.shape} and {y.shape}")
-    need = 4 if irreducible else 3
-    if len(x) < need:
-        raise ValueError(
-            f"fitting {'a, alpha and c' if irreducible else 'a and alpha'} needs at least {need} points, "
-            f"got {len(x)}; train more sizes"
-        )
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
-        raise ValueError(f"x and y must be finite and > 0, got x={x.tolist()} and y={y.tolist()}")
+    x, y = _points(x, y, need=4 if irreducible else 3)
     validate.nonnegative_int(bootstrap, "bootstrap")
     log_x, log_y = np.log(x), np.log(y)
     x0 = float(np.exp(log_x.mean()))
@@ -360,6 +359,14 @@ class IsoFlop:
         return self.optimal_tokens / self.optimal_params
 
 
+def _enough_runs(count: int, flops: float) -> None:
+    if count < 3:
+        raise ValueError(
+            f"only {count} runs reached {flops:.3g} FLOPs inside their learning curves; an iso-FLOP "
+            "parabola needs 3: pick a budget that more sizes cover"
+        )
+
+
 def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
     """For the budget ``flops``, every run's loss after that much compute (from its learning curve),
     a parabola ``loss = p·(log N)² + q·log N + r`` through the best of them and up to two neighbours on
@@ -372,11 +379,7 @@ def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
     validate.finite_float(flops, "flops", low=0, low_inclusive=False)
     points = [(run, loss_at_flops(run, flops)) for run in sorted(runs, key=lambda r: r.params)]
     points = [(run, loss) for run, loss in points if loss is not None]
-    if len(points) < 3:
-        raise ValueError(
-            f"only {len(points)} runs reached {flops:.3g} FLOPs inside their learning curves; an iso-FLOP "
-            "parabola needs 3: pick a budget that more sizes cover"
-        )
+    _enough_runs(len(points), flops)
     log_n = np.log([run.params for run, _ in points])
     losses = np.array([loss for _, loss in points])
     log_d = np.log([flops / run.flops_per_token for run, _ in points])
