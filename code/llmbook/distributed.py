@@ -109,7 +109,8 @@ def _fsdp_extras(model: nn.Module) -> None:
 
 
 def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
-    """``model`` on ``device`` wrapped for ``strategy``: DDP, FSDP2 (each block, then the root), or as it is."""
+    """``model`` on ``device`` wrapped for ``strategy``: DDP, FSDP2 (each
+    block, then the root), or as it is."""
     validate.one_of(strategy, "strategy", STRATEGIES)
     model.to(device)
     if strategy == "ddp":
@@ -119,9 +120,11 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Modu
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in model.blocks:  # one unit per block: its weights are gathered only while it runs
+        # one unit per block: its weights are gathered only while it runs
+        for block in model.blocks:
             fully_shard(block)
-        fully_shard(model)  # the rest: embeddings (tied with the head) and the final LayerNorm
+        # the rest: embeddings (tied with the head) and the final LayerNorm
+        fully_shard(model)
         _fsdp_extras(model)
     return model
 
