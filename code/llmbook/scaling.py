@@ -617,14 +617,14 @@ def planned_flops(sizes: dict, vocab_size: int) -> float:
     """The FLOPs Chapter 7's experiments plan at the sizes ``sizes`` (a row
     of its SIZES table).
 
-    Training: every grid shape on ``max(tokens, C / flops_per_token)``
-    tokens, where C is the third model's compute at ``tokens`` (as the
-    chapter's grid), plus the shorter runs of the data sweep. Evaluation:
-    forward passes only (a third of a training step's FLOPs) of
-    ``max(batch_size, 32)`` windows, ``evals`` times on both splits plus the
-    final ``final_eval_batches``; counted twice, an upper bound that covers
-    the data sweep's evaluations. :mod:`llmbook.budget` counts the chapter
-    with it.
+    Training: every grid shape on ``tokens`` tokens, the two smallest once
+    more on the third model's compute (the chapter's iso-FLOP runs), and
+    the shorter runs of the data sweep. Evaluation: forward passes only (a
+    third of a training step's FLOPs) of ``max(batch_size, 32)`` windows,
+    ``evals`` times on both splits plus the final ``final_eval_batches``;
+    counted twice, an upper bound that covers the evaluations of the data
+    sweep and of the two longer runs. :mod:`llmbook.budget` counts the
+    chapter with it.
     """
     validate.positive_int(vocab_size, "vocab_size")
     T = validate.positive_int(sizes["block_size"], "block_size")
@@ -634,8 +634,7 @@ def planned_flops(sizes: dict, vocab_size: int) -> float:
             return float(GPT(grid_shape(*shape, vocab_size, T)).flops_per_token(T))
 
     per_token = [flops_per_token(shape) for shape in sizes["shapes"]]
-    equal = per_token[2] * sizes["tokens"]
-    train = sum(f * max(sizes["tokens"], equal / f) for f in per_token)
+    train = sum(per_token) * sizes["tokens"] + 2 * per_token[2] * sizes["tokens"]
     train += flops_per_token(sizes["data_shape"]) * sum(sizes["data_tokens"][:-1])
     eval_tokens = (2 * sizes["evals"] * sizes["eval_steps"] + 2 + sizes["final_eval_batches"]) * (
         max(sizes["batch_size"], 32) * T
