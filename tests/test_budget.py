@@ -145,7 +145,7 @@ def test_chapter_seven_counts_the_flops_it_plans_for_its_grid():
     window = max(sizes["batch_size"], 32) * sizes["block_size"]
     evals = (2 * sizes["evals"] * sizes["eval_steps"] + 2 + sizes["final_eval_batches"]) * window
     assert scaling.planned_flops(one, budget.SHAKESPEARE_VOCAB) == pytest.approx(
-        3 * real * (sizes["tokens"] + 2 * evals / 3)
+        5 * real * sizes["tokens"] + 3 * real * 2 * evals / 3
     )
 
 

@@ -34,7 +34,9 @@ def max_difference(a, b):
 def runs(tmp_path_factory):
     """rank 0's results of a DDP and an FSDP run on 2 processes, and of one process with twice the batch."""
     folder = tmp_path_factory.mktemp("distributed")
-    ddp = launch(["--strategy", "ddp", "--batch-size", 4, *COMMON, "--checkpoint-dir", folder / "ddp"], timeout=300)
+    ddp = launch(
+        ["--strategy", "ddp", "--batch-size", 4, *COMMON, "--checkpoint-dir", folder / "ddp", "--progress"], timeout=300
+    )
     fsdp = launch(["--strategy", "fsdp", "--batch-size", 4, *COMMON, "--checkpoint-dir", folder / "fsdp"], timeout=300)
     single = main(["--strategy", "single", "--batch-size", "8", *COMMON, "--checkpoint-dir", str(folder / "single")])
     return dict(ddp=ddp, fsdp=fsdp, single=single, folder=folder)
@@ -47,6 +49,16 @@ def test_ddp_on_2_processes_with_batch_b_ends_with_the_weights_of_1_process_with
     assert difference < 1e-5, f"DDP and one process differ by {difference:.2e} after 4 steps"
     # the training moved the weights: the comparison is not between two untouched initialisations
     assert runs["single"]["history"]["val_loss"][-1] < runs["single"]["history"]["val_loss"][0] - 0.05
+
+
+def test_rank_0_alone_saves_checkpoints_and_shows_progress(runs):
+    for strategy in ("ddp", "fsdp"):
+        saved = runs[strategy]["checkpoint_by_rank"]
+        assert saved[0] == runs[strategy]["checkpoint"] and saved[1:] == [None], (strategy, saved)
+    # the last step's folder and the pointer to it, no leftover of a second writer
+    assert sorted(p.name for p in (runs["folder"] / "ddp").iterdir()) == ["latest", "step-000004"]
+    output = runs["ddp"]["output_by_rank"]
+    assert "ddp x2" in output[0] and "ddp x2" not in output[1], output
 
 
 def test_fsdp_follows_ddp_and_holds_about_half_the_parameter_and_optimizer_bytes_per_rank(runs):

@@ -109,7 +109,8 @@ def _fsdp_extras(model: nn.Module) -> None:
 
 
 def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
-    """``model`` on ``device`` wrapped for ``strategy``: DDP, FSDP2 (each block, then the root), or as it is."""
+    """``model`` on ``device`` wrapped for ``strategy``: DDP, FSDP2 (each
+    block, then the root), or as it is."""
     validate.one_of(strategy, "strategy", STRATEGIES)
     model.to(device)
     if strategy == "ddp":
@@ -119,9 +120,11 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Modu
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in model.blocks:  # one unit per block: its weights are gathered only while it runs
+        # one unit per block: its weights are gathered only while it runs
+        for block in model.blocks:
             fully_shard(block)
-        fully_shard(model)  # the rest: embeddings (tied with the head) and the final LayerNorm
+        # the rest: embeddings (tied with the head) and the final LayerNorm
+        fully_shard(model)
         _fsdp_extras(model)
     return model
 
@@ -355,10 +358,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             model, batcher, config, args.strategy, device, plain, resume=args.resume
         )
         memory = state_bytes(wrapped, optimizer)
-        memories = [memory]
+        memories, saved = [memory], [result.checkpoint]
         if torch.distributed.is_initialized():
-            memories = [None] * torch.distributed.get_world_size()
+            memories, saved = [None] * world, [None] * world
             torch.distributed.all_gather_object(memories, memory)
+            torch.distributed.all_gather_object(saved, result.checkpoint)  # what each rank wrote
         if rank != 0:
             return None
         report = dict(
@@ -376,6 +380,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             history={k: result.history[k] for k in ("step", "val_loss", "train_loss", "log_step", "loss")},
             memory_per_rank=memories,
             checkpoint=result.checkpoint,
+            checkpoint_by_rank=saved,
         )
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
@@ -400,7 +405,8 @@ def launch(args: list[str], nproc: int = 2, timeout: float = 600, threads: int =
     Each process gets the environment ``torchrun --standalone --nproc_per_node=nproc`` would give it
     (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) and ``threads`` CPU
     threads; starting them directly saves torchrun's own process (one import of PyTorch less). A failed
-    run raises a RuntimeError with the end of the failing rank's error output.
+    run raises a RuntimeError with the end of the failing rank's error output. The result's
+    ``output_by_rank`` holds what each process printed (only rank 0 shows progress).
     """
     validate.positive_int(nproc, "nproc")
     validate.positive_int(threads, "threads")
@@ -432,7 +438,9 @@ def launch(args: list[str], nproc: int = 2, timeout: float = 600, threads: int =
             tail = "\n".join(logs[failed].read_text(errors="replace").strip().splitlines()[-25:])
             why = f"timed out after {timeout} s" if codes is None else f"exit codes {codes}"
             raise RuntimeError(f"{' '.join(command)} on {nproc} processes failed ({why}); rank {failed} said:\n{tail}")
-        return json.loads(out.read_text(encoding="utf-8"))
+        result = json.loads(out.read_text(encoding="utf-8"))
+        result["output_by_rank"] = [log.read_text(errors="replace") for log in logs]
+        return result
 
 
 if __name__ == "__main__":

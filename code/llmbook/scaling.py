@@ -76,11 +76,13 @@ def grid_shape(n_layer: int, n_embd: int, vocab_size: int, block_size: int, head
 
 
 def lr_for_width(n_embd: int, scale: float = 0.25) -> float:
-    """The grid's learning-rate rule: ``scale / n_embd`` (narrower models take larger steps).
+    """The grid's learning-rate rule: ``scale / n_embd`` (narrower models
+    take larger steps).
 
-    Adam moves every weight by about the learning rate, and a layer's output sums ``n_embd`` such
-    moves, so a rate proportional to ``1 / n_embd`` keeps the change of each layer's output about the
-    same at every width. ``0.25 / 128`` ≈ 2e-3 is Chapter 6's rate for its 128-wide GPT.
+    Adam moves every weight by about the learning rate, and a layer's output
+    sums ``n_embd`` such moves, so a rate proportional to ``1 / n_embd``
+    keeps the change of each layer's output about the same at every width.
+    ``0.25 / 128`` ≈ 2e-3 is Chapter 6's rate for its 128-wide GPT.
 
     >>> round(lr_for_width(64), 6)
     0.003906
@@ -244,12 +246,8 @@ class PowerLawFit:
         return power_law(np.asarray(x, dtype=float), self.a, self.alpha, self.c)
 
     def __str__(self) -> str:
-        form = (
-            f"{self.a:.3g}·x^(-{self.alpha:.3f}) + {self.c:.3f}"
-            if self.irreducible
-            else (f"{self.a:.3g}·x^(-{self.alpha:.3f})")
-        )
-        return f"L(x) = {form}, alpha in [{self.alpha_low:.3f}, {self.alpha_high:.3f}] (95% bootstrap)"
+        form = f"{self.a:.3g}·x^-{self.alpha:.3f}" + (f" + {self.c:.3f}" if self.irreducible else "")
+        return f"L = {form}; 95% interval of alpha {self.alpha_low:.3f} to {self.alpha_high:.3f}"
 
 
 def _fit_once(log_x, log_y, irreducible: bool, x0: float, start=None):
@@ -276,6 +274,20 @@ def _fit_once(log_x, log_y, irreducible: bool, x0: float, start=None):
     return math.exp(log_a) * x0**alpha, float(alpha), float(c)
 
 
+def _points(x, y, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float arrays, refused unless they are ``need`` or more positive, finite pairs."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be two lists of the same length, got shapes {x.shape} and {y.shape}")
+    if len(x) < need:
+        what = "a, alpha and c" if need == 4 else "a and alpha"
+        raise ValueError(f"fitting {what} needs at least {need} points, got {len(x)}; train more sizes")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
+        raise ValueError(f"x and y must be finite and > 0, got x={x.tolist()} and y={y.tolist()}")
+    return x, y
+
+
 def fit_power_law(
     x: Sequence[float],
     y: Sequence[float],
@@ -283,36 +295,28 @@ def fit_power_law(
     bootstrap: int = 300,
     seed: int = 0,
 ) -> PowerLawFit:
-    """Fit ``y = a·x^(-alpha) + c`` (``irreducible=True``) or ``y = a·x^(-alpha)`` (Kaplan's form).
+    """Fit ``y = a·x^(-alpha) + c`` (``irreducible=True``) or Kaplan's form
+    ``y = a·x^(-alpha)``.
 
-    The fit minimises the squared error of ``log y`` (relative errors: every point counts the same,
-    whatever its loss). The interval for ``alpha`` is a residual bootstrap: ``bootstrap`` times,
-    add the fit's residuals, resampled with replacement, to the fitted curve and fit again; the
-    interval holds the middle 95% of the refitted exponents. With few points it is wide, as it
-    should be.
+    The fit minimises the squared error of ``log y`` (relative errors: every
+    point counts the same, whatever its loss). The interval for ``alpha`` is
+    a residual bootstrap: ``bootstrap`` times, add the fit's residuals,
+    resampled with replacement, to the fitted curve and fit again; the
+    interval holds the middle 95% of the refitted exponents. With few points
+    it is wide, as it should be.
 
     >>> x = np.array([1e3, 3e3, 1e4, 3e4, 1e5]); y = 5 * x**-0.3 + 1.2
     >>> fit = fit_power_law(x, y, bootstrap=0)
     >>> round(fit.alpha, 3), round(fit.c, 3)
     (0.3, 1.2)
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be two lists of the same length, got shapes {x.shape} and {y.shape}")
-    need = 4 if irreducible else 3
-    if len(x) < need:
-        raise ValueError(
-            f"fitting {'a, alpha and c' if irreducible else 'a and alpha'} needs at least {need} points, "
-            f"got {len(x)}; train more sizes"
-        )
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
-        raise ValueError(f"x and y must be finite and > 0, got x={x.tolist()} and y={y.tolist()}")
+    x, y = _points(x, y, need=4 if irreducible else 3)
     validate.nonnegative_int(bootstrap, "bootstrap")
     log_x, log_y = np.log(x), np.log(y)
     x0 = float(np.exp(log_x.mean()))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # curve_fit's covariance warning: the bootstrap gives the interval
+        # curve_fit's covariance warning: the bootstrap gives the interval
+        warnings.simplefilter("ignore")
         a, alpha, c = _fit_once(log_x, log_y, irreducible, x0)
         fitted = np.log(power_law(x, a, alpha, c))
         residuals = log_y - fitted
@@ -360,27 +364,35 @@ class IsoFlop:
         return self.optimal_tokens / self.optimal_params
 
 
-def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
-    """For the budget ``flops``, every run's loss after that much compute (from its learning curve),
-    a parabola ``loss = p·(log N)² + q·log N + r`` through the best of them and up to two neighbours on
-    each side (far from the minimum the curve is not a parabola), and its minimum: the loss-optimal N.
+def _enough_runs(count: int, flops: float) -> None:
+    if count < 3:
+        raise ValueError(
+            f"only {count} runs reached {flops:.3g} FLOPs inside their learning curves; an iso-FLOP "
+            "parabola needs 3: pick a budget that more sizes cover"
+        )
 
-    The tokens at the optimum are ``flops / flops_per_token``, interpolated in log-log between the sizes.
-    When the parabola opens downwards or its minimum lies outside the sizes, the best run is the optimum
+
+def iso_flop(runs: Sequence[GridRun], flops: float) -> IsoFlop:
+    """For the budget ``flops``: every run's loss after that much compute
+    (from its learning curve), a parabola ``p·(log N)² + q·log N + r``
+    through the best of them and up to two neighbours on each side (far
+    from the minimum the curve is not a parabola), and its minimum: the
+    loss-optimal N.
+
+    The tokens at the optimum are ``flops / flops_per_token``, interpolated
+    in log-log between the sizes. When the parabola opens downwards or its
+    minimum lies outside the sizes, the best run is the optimum
     (``interior=False``): the budget is too small or too large for the grid.
     """
     validate.finite_float(flops, "flops", low=0, low_inclusive=False)
     points = [(run, loss_at_flops(run, flops)) for run in sorted(runs, key=lambda r: r.params)]
     points = [(run, loss) for run, loss in points if loss is not None]
-    if len(points) < 3:
-        raise ValueError(
-            f"only {len(points)} runs reached {flops:.3g} FLOPs inside their learning curves; an iso-FLOP "
-            "parabola needs 3: pick a budget that more sizes cover"
-        )
+    _enough_runs(len(points), flops)
     log_n = np.log([run.params for run, _ in points])
     losses = np.array([loss for _, loss in points])
     log_d = np.log([flops / run.flops_per_token for run, _ in points])
-    lowest = int(np.argmin(losses))  # the parabola goes through the best size and up to 2 neighbours each side
+    # the parabola: through the best size and up to 2 neighbours each side
+    lowest = int(np.argmin(losses))
     first = min(max(0, lowest - 2), len(points) - 3)
     near = slice(first, max(first + 3, min(len(points), lowest + 3)))
     p, q, _ = np.polyfit(log_n[near], losses[near], 2)
@@ -602,13 +614,17 @@ def checkpoint_blocks(model: GPT, enabled: bool = True) -> GPT:
 
 
 def planned_flops(sizes: dict, vocab_size: int) -> float:
-    """The FLOPs Chapter 7's experiments plan at the sizes ``sizes`` (a row of its SIZES table).
+    """The FLOPs Chapter 7's experiments plan at the sizes ``sizes`` (a row
+    of its SIZES table).
 
-    Training: every grid shape on ``max(tokens, C / flops_per_token)`` tokens, where C is the third
-    model's compute at ``tokens`` (as the chapter's grid), plus the shorter runs of the data sweep.
-    Evaluation: forward passes only (a third of a training step's FLOPs) of ``max(batch_size, 32)``
-    windows, ``evals`` times on both splits plus the final ``final_eval_batches``; counted twice, an
-    upper bound that covers the data sweep's evaluations. :mod:`llmbook.budget` counts the chapter with it.
+    Training: every grid shape on ``tokens`` tokens, the two smallest once
+    more on the third model's compute (the chapter's iso-FLOP runs), and
+    the shorter runs of the data sweep. Evaluation: forward passes only (a
+    third of a training step's FLOPs) of ``max(batch_size, 32)`` windows,
+    ``evals`` times on both splits plus the final ``final_eval_batches``;
+    counted twice, an upper bound that covers the evaluations of the data
+    sweep and of the two longer runs. :mod:`llmbook.budget` counts the
+    chapter with it.
     """
     validate.positive_int(vocab_size, "vocab_size")
     T = validate.positive_int(sizes["block_size"], "block_size")
@@ -618,8 +634,7 @@ def planned_flops(sizes: dict, vocab_size: int) -> float:
             return float(GPT(grid_shape(*shape, vocab_size, T)).flops_per_token(T))
 
     per_token = [flops_per_token(shape) for shape in sizes["shapes"]]
-    equal = per_token[2] * sizes["tokens"]
-    train = sum(f * max(sizes["tokens"], equal / f) for f in per_token)
+    train = sum(per_token) * sizes["tokens"] + 2 * per_token[2] * sizes["tokens"]
     train += flops_per_token(sizes["data_shape"]) * sum(sizes["data_tokens"][:-1])
     eval_tokens = (2 * sizes["evals"] * sizes["eval_steps"] + 2 + sizes["final_eval_batches"]) * (
         max(sizes["batch_size"], 32) * T

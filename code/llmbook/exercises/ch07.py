@@ -18,29 +18,46 @@ def _number(value) -> float | None:
     return None
 
 
-# ------------------------------------------------------------------ training FLOPs
+# ------------------------------------------------------------------ training FLOPs of a configuration
+
+
+def _kaplan_flops(n_layer, n_embd, context, n_tokens):
+    return (6 * 12 * n_layer * n_embd**2 + 6 * n_layer * context * n_embd) * n_tokens
 
 
 @exercise(
     "ch07.training_flops",
     name="training_flops",
-    title="FLOPs of a training run",
+    title="FLOPs of a configuration",
     wrong=[
-        lambda n_params, n_tokens: 2 * n_params * n_tokens,  # the forward pass alone
-        lambda n_params, n_tokens: 4 * n_params * n_tokens,  # the backward pass alone
-        lambda n_params, n_tokens: 6 * n_params,  # per token, not for the run
-        lambda n_params, n_tokens: 3 * n_params * n_tokens,
+        lambda n_layer, n_embd, context, n_tokens: 6 * 12 * n_layer * n_embd**2 * n_tokens,  # no attention
+        lambda n_layer, n_embd, context, n_tokens: (
+            (  # the book's attention term, not Kaplan's
+                6 * 12 * n_layer * n_embd**2 + 12 * n_layer * context * n_embd
+            )
+            * n_tokens
+        ),
+        lambda n_layer, n_embd, context, n_tokens: (
+            (  # the forward pass alone
+                2 * 12 * n_layer * n_embd**2 + 2 * n_layer * context * n_embd
+            )
+            * n_tokens
+        ),
+        lambda n_layer, n_embd, context, n_tokens: 6 * 12 * n_layer * n_embd**2 + 6 * n_layer * context * n_embd,
+        lambda n_layer, n_embd, context, n_tokens: (6 * 12 * n_layer * n_embd + 6 * n_layer * context) * n_tokens,
     ],
 )
 def check_training_flops(training_flops):
-    for n, d in ((175e9, 300e9), (70e9, 1.4e12), (1e6, 2e7), (124e6, 1)):
-        got = _number(training_flops(n, d))
-        expected = 6 * n * d
+    for L, d, T, D in ((96, 12288, 2048, 300e9), (12, 768, 1024, 1e9), (2, 32, 64, 1e6), (4, 64, 4096, 1)):
+        got = _number(training_flops(L, d, T, D))
+        expected = _kaplan_flops(L, d, T, D)
+        attention = 6 * L * T * d * D
         expect(
             got is not None and math.isclose(got, expected, rel_tol=1e-9),
-            f"training_flops({n:.3g}, {d:.3g}) returned {got!r}; expected {expected:.4g}. Each token costs 2 FLOPs "
-            "per parameter forward (a multiply and an add) and twice that backward (gradients for the "
-            "activations and for the weights).",
+            f"training_flops(n_layer={L}, n_embd={d}, context={T}, n_tokens={D:g}) returned {got!r}; expected "
+            f"{expected:.4g}, of which attention is {attention:.4g}. Per token: 6 FLOPs per non-embedding "
+            "parameter (N = 12·L·d²: 2 forward, 4 backward) plus Kaplan's attention term 6·L·T·d; then "
+            "times the tokens.",
         )
 
 
