@@ -488,7 +488,9 @@ class GPT(nn.Module):
         return total
 
     def flops_per_token(self, context: int | None = None, training: bool = True) -> int:
-        """Floating-point operations to process one token at context length ``context`` (default block_size).
+        """Floating-point operations to process one token at context ``context``.
+
+        ``context`` defaults to ``block_size``.
 
         A matrix multiply costs 2 FLOPs (multiply + add) per weight per token. The
         weights a token is multiplied by are the blocks' 12·L·d² and the LM head's V·d
@@ -504,7 +506,8 @@ class GPT(nn.Module):
         config = self.config
         T = config.block_size if context is None else validate.positive_int(context, "context")
         L, d, V = config.n_layer, config.n_embd, config.vocab_size
-        forward = 2 * (L * _block_matrix_weights(config) + V * d) + 4 * L * T * d  # 12·L·d² for GPT-2's block
+        # _block_matrix_weights is 12·d² for GPT-2's block
+        forward = 2 * (L * _block_matrix_weights(config) + V * d) + 4 * L * T * d
         return 3 * forward if training else forward
 
     def extra_repr(self) -> str:
