@@ -407,12 +407,37 @@ def _chapter_10(size: Mapping[str, Any]) -> list[Run]:
     # probes' hidden states (one forward pass per window, every layer kept).
     from . import pretrained
 
-    gpt = _gpt(vocab_size=SHAKESPEARE_VOCAB, **pretrained.sizes("char-gpt-shakespeare", "gpu")["gpt"])
+    recipe = pretrained.sizes("char-gpt-shakespeare", "gpu")
+    gpt = _gpt(vocab_size=SHAKESPEARE_VOCAB, **recipe["gpt"])
     context = gpt.config.block_size
     forward = gpt.flops_per_token(context, training=False)
     evaluations = 2 * (1 + size["latency_repeats"]) + 1  # float and int8, timed; calibration
     tokens = (evaluations * size["eval_windows"] + size["probe_windows"]) * context
-    return [Run("evaluations of Chapter 6's GPT (float, int8, calibration, probes)", float(forward * tokens))]
+    runs = [Run("evaluations of Chapter 6's GPT (float, int8, calibration, probes)", float(forward * tokens))]
+    # Distillation: two students of the GPT's recipe (its steps, batch size, context) with the student's
+    # shape, one alone, one with the teacher's forward pass on every batch; then both students and the
+    # teacher on distill_windows validation windows.
+    student = _gpt(vocab_size=SHAKESPEARE_VOCAB, **{**recipe["gpt"], **size["student"]})
+    steps, batch = recipe["steps"], recipe["batch_size"]
+    alone = training_run("student on the text alone", student, steps, batch, steps, 2)
+    teacher = forward * steps * batch * context
+    runs += [alone, Run("student with its teacher", alone.flops + teacher)]
+    scored = size["distill_windows"] * context
+    runs.append(
+        Run("students and teacher scored", float((2 * student.flops_per_token(training=False) + forward) * scored))
+    )
+    # Attention against attribution: one forward and one backward pass per window (3 forward passes' worth).
+    runs.append(Run("attention and gradient x input", float(3 * forward * size["attribution_windows"] * context)))
+    # Canaries: a GPT trained on the planted text (65 characters and 9 more digits), then every possible
+    # secret scored after the prefix "\nmy PIN is " (11 characters) in one forward pass each.
+    canary = size["canary"]
+    canary_gpt = _gpt(vocab_size=SHAKESPEARE_VOCAB + 9, bias=False, **canary["gpt"])
+    runs.append(
+        training_run("GPT with planted canaries", canary_gpt, canary["steps"], canary["batch_size"], canary["steps"], 4)
+    )
+    positions = 10 ** canary["digits"] * (11 + canary["digits"] - 1)
+    runs.append(Run("every candidate secret scored", float(canary_gpt.flops_per_token(training=False) * positions)))
+    return runs
 
 
 # Chapters 1 and 2 train no model on the GPU (n-gram counts, BPE merges: CPU work at every budget), nor does

@@ -6,10 +6,14 @@ Small, exact tools for the chapter's experiments:
 - bias: :func:`weat_effect_size` and :func:`weat_test` (Caliskan et al. 2017), with a permutation p-value;
 - compression: :func:`quantize_per_channel` (symmetric int8, one scale per output row),
   :class:`Int8Linear` (weight-only int8 linear layer) and :func:`quantize_linear_layers`;
+  knowledge distillation (Hinton et al. 2015): :func:`distillation_loss` and :class:`DistillationStudent`
+  (a student that the book's training loop trains on a teacher's softened probabilities);
 - calibration: :func:`calibration_bins` (expected calibration error and a reliability table);
 - interpretability: :func:`hidden_states` (the residual stream after each block of a GPT),
   :func:`logit_lens` (each of them decoded by the output head) and :func:`linear_probe`;
-- privacy: :func:`exposure` (Carlini et al. 2019) from a canary's rank;
+  :func:`attention_from_last` and :func:`gradient_x_input` (attention against attribution, Jain & Wallace 2019);
+- privacy: :func:`plant_canaries`, :func:`candidate_log_likelihoods`, :func:`canary_rank` and
+  :func:`exposure` (Carlini et al. 2019);
 - data: :func:`shingles`, :func:`jaccard` and :func:`minhash_signatures` for near-duplicate detection.
 
 >>> training_flops(175e9, 300e9)
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmbook import validate
+from llmbook import runtime, validate
 
 __all__ = [
     "training_flops",
@@ -41,11 +45,18 @@ __all__ = [
     "Int8Linear",
     "quantize_linear_layers",
     "model_bytes",
+    "distillation_loss",
+    "DistillationStudent",
     "calibration_bins",
     "Calibration",
     "hidden_states",
     "logit_lens",
     "linear_probe",
+    "attention_from_last",
+    "gradient_x_input",
+    "plant_canaries",
+    "candidate_log_likelihoods",
+    "canary_rank",
     "exposure",
     "shingles",
     "jaccard",
@@ -230,6 +241,107 @@ def model_bytes(model: nn.Module) -> int:
     return total
 
 
+# --------------------------------------------------------------------------- knowledge distillation
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Knowledge distillation's loss (Hinton et al. 2015), averaged over the positions whose target counts.
+
+    (1 − α) · CE(student, targets) + α · T² · KL(softmax(teacher / T) ‖ softmax(student / T)).
+
+    Dividing both models' logits by the temperature T > 1 softens the teacher's distribution, so the
+    student also learns how the teacher ranks the wrong tokens; the factor T² keeps the gradient of the
+    soft term as large as that of the hard one when T changes. ``alpha=0`` is plain training on the
+    text, ``alpha=1`` training on the teacher alone. Logits are (..., V), targets (...) with
+    ``ignore_index`` for positions that count in neither term.
+    """
+    temperature = validate.finite_float(temperature, "temperature", low=0, low_inclusive=False, hint="e.g. 2.0")
+    alpha = validate.finite_float(alpha, "alpha", low=0, high=1, hint="the weight of the teacher's term, 0 to 1")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student and teacher logits must have the same shape (..., V), got {tuple(student_logits.shape)} "
+            f"and {tuple(teacher_logits.shape)}; both models must share the tokenizer"
+        )
+    if targets.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"targets must have the logits' shape without the vocabulary, {tuple(student_logits.shape[:-1])}; "
+            f"got {tuple(targets.shape)}"
+        )
+    vocab = student_logits.shape[-1]
+    student, teacher = student_logits.reshape(-1, vocab).float(), teacher_logits.reshape(-1, vocab).float()
+    targets = targets.reshape(-1)
+    keep = targets != ignore_index
+    if not bool(keep.any()):
+        raise ValueError(f"every target is ignore_index ({ignore_index}): there is nothing to learn from")
+    student, teacher, targets = student[keep], teacher[keep], targets[keep]
+    hard = F.cross_entropy(student, targets)
+    log_p_teacher = F.log_softmax(teacher.detach() / temperature, dim=-1)
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    soft = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()  # KL per position, mean
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+
+class DistillationStudent(nn.Module):
+    """A student model trained on a teacher's softened probabilities by the book's own loop.
+
+    ``forward(idx, targets)`` returns the student's ``(logits, loss)`` like a GPT, so
+    :func:`llmbook.train.train` trains it unchanged. In training mode the loss is
+    :func:`distillation_loss` against the teacher's logits for the same batch; in evaluation mode it is the
+    student's plain cross-entropy, so the validation losses that ``train`` records compare with those of a
+    student trained without a teacher. The teacher is a frozen copy kept outside the module's parameters
+    (the optimizer never sees it), always in evaluation mode, moved to the batch's device when needed.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 2.0, alpha: float = 0.5):
+        super().__init__()
+        for name, model in (("student", student), ("teacher", teacher)):
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"{name} must be an nn.Module (a llmbook GPT), got {type(model).__name__}")
+        s_vocab = getattr(getattr(student, "config", None), "vocab_size", None)
+        t_vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
+        if s_vocab is not None and t_vocab is not None and s_vocab != t_vocab:
+            raise ValueError(
+                f"the student's vocab_size ({s_vocab}) differs from the teacher's ({t_vocab}); "
+                "distillation needs one tokenizer for both"
+            )
+        self.temperature = validate.finite_float(temperature, "temperature", low=0, low_inclusive=False)
+        self.alpha = validate.finite_float(alpha, "alpha", low=0, high=1)
+        self.student = student
+        frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self._teacher = [frozen]  # a list: not a submodule, so no parameters, state_dict or .train() reach it
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
+
+    @property
+    def config(self):  # the student's (train() reads block_size from it)
+        return self.student.config
+
+    def flops_per_token(self, context: int | None = None, training: bool = True) -> float:
+        """The student's FLOPs per token plus, in training, the teacher's forward pass."""
+        own = self.student.flops_per_token(context, training=training)
+        return own + (self.teacher.flops_per_token(context, training=False) if training else 0)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple:
+        if targets is None or not self.training:
+            return tuple(self.student(idx, targets)[:2])
+        logits = self.student(idx)[0]
+        teacher = self.teacher
+        if next(teacher.parameters()).device != idx.device:
+            teacher = self._teacher[0] = teacher.to(idx.device)
+        with torch.no_grad():
+            teacher_logits = teacher(idx)[0]
+        return logits, distillation_loss(logits, teacher_logits, targets, self.temperature, self.alpha)
+
+
 # --------------------------------------------------------------------------- calibration
 
 
@@ -348,6 +460,72 @@ def linear_probe(
         return float((probe(test_x).argmax(-1) == test_y).float().mean())
 
 
+def _check_gpt(model: nn.Module, caller: str) -> None:
+    for part in ("token_embedding", "blocks", "lm_head", "config"):
+        if not hasattr(model, part):
+            raise TypeError(f"{caller} needs a llmbook GPT (it has no {part!r}); got {type(model).__name__}")
+
+
+@torch.no_grad()
+def attention_from_last(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """The attention weights from the last position of each row, for every layer and head: (B, L, H, T).
+
+    Read from the model's own forward pass (``return_attention=True``) in evaluation mode: row ``[b, l, h]``
+    is how head ``h`` of layer ``l`` spread the last position's attention over positions 0..T−1 (it sums
+    to 1). These are the weights behind the prediction of the token after ``idx[b]``.
+    """
+    _check_gpt(model, "attention_from_last")
+    idx = validate.token_ids(idx, model.config.vocab_size, block_size=model.config.block_size).long()
+    was_training = model.training
+    model.eval()
+    try:
+        attentions = model(idx, return_attention=True)[2]  # n_layer × (B, H, T, T)
+    finally:
+        model.train(was_training)
+    return torch.stack([weights[:, :, -1, :] for weights in attentions], dim=1)
+
+
+def gradient_x_input(model: nn.Module, idx: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient × input attribution (B, T) of the prediction at the last position of each row.
+
+    For each input position t with token embedding x_t, the attribution is |Σ_d x_{t,d} ∂s/∂x_{t,d}|,
+    where s = log p(target | idx) at the last position: a first-order estimate of how much the score would
+    change if that token's embedding were removed. ``target`` (B,) defaults to the model's top prediction.
+    The gradient is taken with respect to the output of the model's token embedding, captured by a hook
+    during the model's own forward pass (evaluation mode); no parameter's ``.grad`` is touched.
+    """
+    _check_gpt(model, "gradient_x_input")
+    idx = validate.token_ids(idx, model.config.vocab_size, block_size=model.config.block_size).long()
+    captured: list[torch.Tensor] = []
+
+    def hook(module, inputs, output):  # the embeddings become a leaf we can differentiate against
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf
+
+    handle = model.token_embedding.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            log_probs = F.log_softmax(model(idx)[0][:, -1].float(), dim=-1)  # (B, V)
+            if target is None:
+                target = log_probs.argmax(-1)
+            target = validate.token_ids(
+                torch.as_tensor(target, device=idx.device), model.config.vocab_size, name="target", dims=1
+            ).long()
+            if target.shape != (idx.shape[0],):
+                raise ValueError(
+                    f"target must hold one token id per row, shape ({idx.shape[0]},); got {tuple(target.shape)}"
+                )
+            score = log_probs.gather(1, target[:, None]).sum()
+            (gradient,) = torch.autograd.grad(score, captured[0])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return (gradient * captured[0]).sum(-1).abs().detach()  # (B, T)
+
+
 # --------------------------------------------------------------------------- privacy
 
 
@@ -362,6 +540,86 @@ def exposure(rank: int, n_candidates: int) -> float:
     if rank > n_candidates:
         raise ValueError(f"rank {rank} is larger than the number of candidates {n_candidates}; ranks run 1..n")
     return math.log2(n_candidates) - math.log2(rank)
+
+
+def plant_canaries(text: str, canaries: dict[str, int], seed: int = 0) -> str:
+    """``text`` with each canary line inserted as many times as ``canaries`` says, at random line starts.
+
+    ``canaries`` maps a line (without its line break) to its number of copies (0 plants none: a secret the
+    model never sees, the baseline). The copies go to distinct line boundaries drawn at random, so they are
+    spread through the text, not stacked.
+    """
+    if not isinstance(text, str) or not isinstance(canaries, dict):
+        raise TypeError(
+            f"plant_canaries needs a str and a dict {{line: copies}}, got {type(text).__name__} and "
+            f"{type(canaries).__name__}"
+        )
+    lines = text.splitlines(keepends=True)
+    inserts = []
+    for line, copies in canaries.items():
+        if not isinstance(line, str) or "\n" in line or not line:
+            raise ValueError(f"each canary must be a non-empty line without a line break, got {line!r}")
+        inserts += [line + "\n"] * validate.nonnegative_int(copies, f"copies of {line!r}")
+    if len(inserts) > len(lines) + 1:
+        raise ValueError(
+            f"{len(inserts)} copies do not fit at distinct places of a text of {len(lines)} lines; "
+            "use a longer text or fewer copies"
+        )
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(inserts))
+    places = np.sort(rng.choice(len(lines) + 1, size=len(inserts), replace=False))
+    out, previous = [], 0
+    for place, which in zip(places.tolist(), order.tolist()):
+        out += lines[previous:place]
+        out.append(inserts[which])
+        previous = place
+    out += lines[previous:]
+    return "".join(out)
+
+
+@torch.no_grad()
+def candidate_log_likelihoods(
+    model: nn.Module, prefix: torch.Tensor, candidates: torch.Tensor, batch_size: int = 2048
+) -> torch.Tensor:
+    """log p(candidate | prefix) under ``model`` for every row of ``candidates`` (N, S): shape (N,).
+
+    One forward pass per batch of candidates reads all S positions at once (the causal mask makes that
+    equal to scoring token by token, as :func:`llmbook.generate.sequence_log_likelihood` does with S
+    passes). ``prefix`` (P,) is shared by all candidates; P + S − 1 must fit the model's context.
+    """
+    vocab = model.config.vocab_size
+    prefix = validate.token_ids(prefix, vocab, name="prefix", dims=1).long()
+    candidates = validate.token_ids(candidates, vocab, name="candidates", dims=2).long()
+    batch_size = validate.positive_int(batch_size, "batch_size")
+    P, S = len(prefix), candidates.shape[1]
+    if P + S - 1 > model.config.block_size:
+        raise ValueError(
+            f"prefix ({P} tokens) and candidates ({S}) need {P + S - 1} positions, more than the model's "
+            f"block_size {model.config.block_size}; use a shorter prefix"
+        )
+    device = next(model.parameters()).device
+    prefix = prefix.to(device)
+    scores = []
+    with runtime.eval_mode(model):
+        for start in range(0, len(candidates), batch_size):
+            chunk = candidates[start : start + batch_size].to(device)
+            idx = torch.cat([prefix.expand(len(chunk), P), chunk], dim=1)  # (n, P + S)
+            log_probs = F.log_softmax(model(idx[:, :-1])[0][:, P - 1 :].float(), dim=-1)  # (n, S, V)
+            scores.append(log_probs.gather(2, chunk[:, :, None]).squeeze(2).sum(1).cpu())
+    return torch.cat(scores)
+
+
+def canary_rank(log_likelihoods: torch.Tensor, index: int) -> int:
+    """The rank (1 = most likely) of candidate ``index`` among all: 1 + how many score strictly higher."""
+    scores = torch.as_tensor(log_likelihoods).flatten()
+    index = validate.nonnegative_int(index, "index")
+    if index >= len(scores):
+        raise ValueError(f"index {index} is outside the {len(scores)} candidates")
+    if not torch.isfinite(scores).all():
+        raise ValueError("the log-likelihoods hold NaN or infinite values; score the candidates again")
+    return 1 + int((scores > scores[index]).sum())
 
 
 # --------------------------------------------------------------------------- near-duplicates

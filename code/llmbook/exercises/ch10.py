@@ -12,23 +12,51 @@ from .core import exercise, expect
 # ------------------------------------------------------------------ training compute
 
 
+# Chinchilla (Hoffmann et al. 2022): 70 billion parameters, 1.4 trillion tokens; an A100 at 40% of its
+# 312 TFLOP/s bf16 peak.
+CHINCHILLA_PARAMS, CHINCHILLA_TOKENS = 70e9, 1.4e12
+A100_PEAK, UTILISATION = 312e12, 0.4
+
+
+def _chinchilla_days(flops_per_param_token=6, params=CHINCHILLA_PARAMS, tokens=CHINCHILLA_TOKENS, rate=None):
+    rate = A100_PEAK * UTILISATION if rate is None else rate
+    return flops_per_param_token * params * tokens / rate / 86_400
+
+
 @exercise(
-    "ch10.gpt3_flops",
-    name="gpt3_flops",
-    title="Predict GPT-3's training compute",
-    wrong=[2 * 175e9 * 300e9, 175e9 * 300e9, 6 * 17.5e9 * 300e9, 6 * 175e9 * 300e9 * 2048],
+    "ch10.chinchilla_a100_days",
+    name="chinchilla_a100_days",
+    title="Chinchilla's training on one A100",
+    wrong=[
+        _chinchilla_days(rate=A100_PEAK),  # the peak, not the sustained rate
+        _chinchilla_days(2),  # the forward pass only
+        _chinchilla_days() * 24,  # hours
+        _chinchilla_days(tokens=300e9),  # GPT-3's tokens
+        _chinchilla_days() * 86_400,  # seconds
+    ],
 )
-def check_gpt3_flops(gpt3_flops):
-    expected = 6 * 175e9 * 300e9
+def check_chinchilla_a100_days(chinchilla_a100_days):
+    expected = _chinchilla_days()
+    got = chinchilla_a100_days
     expect(
-        isinstance(gpt3_flops, (int, float)) and not isinstance(gpt3_flops, bool),
-        f"gpt3_flops should be a number of FLOPs, got {type(gpt3_flops).__name__}",
+        isinstance(got, (int, float, np.floating)) and not isinstance(got, bool),
+        f"chinchilla_a100_days should be a number of days, got {type(got).__name__}",
     )
+    got = float(got)
+    hints = [
+        (expected * UTILISATION, "that is the time at the A100's peak: it sustains only 40% of it"),
+        (expected / 3, "6 FLOPs per parameter per token count the backward pass too (2 forward, 4 backward)"),
+        (expected * 24, "that is in hours; divide by 24"),
+        (expected * 86_400, "that is in seconds; divide by 86,400"),
+        (expected * 300e9 / CHINCHILLA_TOKENS, "Chinchilla saw 1.4 trillion tokens, not GPT-3's 300 billion"),
+    ]
+    hint = next((why for value, why in hints if math.isclose(got, value, rel_tol=0.02)), "")
     expect(
-        math.isclose(gpt3_flops, expected, rel_tol=0.02),
-        f"gpt3_flops = {gpt3_flops:.3g}; expected about {expected:.3g}. Training costs about 6 FLOPs per "
-        "parameter per token (2 for the forward pass, 4 for the backward); GPT-3 has 175 billion parameters "
-        "and saw 300 billion tokens. The context length is already inside the per-token cost.",
+        math.isclose(got, expected, rel_tol=0.02),
+        f"chinchilla_a100_days = {got:,.4g}; expected about {expected:,.0f}. "
+        + (hint + ". " if hint else "")
+        + "Training costs about 6 FLOPs per parameter per token; divide the total by the FLOPs one A100 "
+        "sustains per second (312e12 x 0.4) and by 86,400 seconds per day.",
     )
 
 
