@@ -39,6 +39,14 @@ def test_every_task_answer_is_what_a_program_computes(task):
             assert example.answer in passage
 
 
+@pytest.mark.parametrize("task", A.TASKS)
+def test_every_true_answer_has_its_task_form_and_continued_text_has_none(task):
+    examples = A.make_examples(task, 40, WORDS + ["ab"], random.Random(1), names=["Alran", "Bevin"])
+    assert all(A.FORMS[task].fullmatch(e.answer) for e in examples)
+    for continuation in ("the king of Rome, and", "cat and dog", "tac.", "", "Sure! It is", "Where does Alran live?"):
+        assert not A.FORMS[task].fullmatch(A.answer_of(continuation)), continuation
+
+
 def test_held_out_phrasing_never_appears_in_training_examples():
     rng = random.Random(0)
     for task in A.TRAINED_TASKS:
@@ -128,6 +136,8 @@ def test_dpo_moves_the_policy_toward_chosen_and_away_from_rejected():
                                      eval_interval=25)  # fmt: skip
     assert history["loss"][0] == pytest.approx(0.6931, abs=1e-3) and history["margin"][0] == pytest.approx(0)
     assert history["accuracy"][-1] >= 0.9 and history["margin"][-1] > 0.5
+    for chosen, rejected, margin in zip(history["chosen_reward"], history["rejected_reward"], history["margin"]):
+        assert chosen - rejected == pytest.approx(margin, abs=1e-5)  # the margin is chosen minus rejected
     assert all(not p.requires_grad for p in reference.parameters())
 
 
@@ -153,3 +163,5 @@ def test_generate_responses_stop_at_end_and_evaluate_scores_exactly():
     scores = A.evaluate(Echo(), tokenizer, examples)
     assert scores["replies"] == ["t"] * len(WORDS)
     assert scores["exact"]["first"] == pytest.approx(sum(w[0] == "t" for w in WORDS) / len(WORDS))
+    assert scores["form"]["first"] == scores["form_all"] == 1.0  # one letter: a first letter, right or wrong
+    assert scores["concise_all"] == scores["exact_all"]

@@ -42,6 +42,7 @@ __all__ = [
     "ASSISTANT",
     "END",
     "TASKS",
+    "FORMS",
     "HELD_OUT_TASK",
     "Example",
     "chat_tokenizer",
@@ -123,6 +124,17 @@ TASKS: dict[str, dict] = {
         answer=None,
     ),
     "last": dict(phrasings=["What is the last letter of {w}?"], answer=lambda w: w[-1]),  # never trained
+}
+# The form of a reply that follows each instruction, right or wrong: a program can tell an attempt at the
+# task (one letter, a number, an upper-case word) from text that merely continues the prompt.
+FORMS: dict[str, re.Pattern] = {
+    "reverse": re.compile(r"[a-z]{2,}"),
+    "upper": re.compile(r"[A-Z]{2,}"),
+    "first": re.compile(r"[a-z]"),
+    "length": re.compile(r"[0-9]{1,2}"),
+    "add": re.compile(r"[0-9]{1,2}"),
+    "read": re.compile(r"[A-Z][a-z]+|[0-9]{1,2}"),
+    "last": re.compile(r"[a-z]"),
 }
 HELD_OUT_TASK = "last"
 TRAINED_TASKS = tuple(task for task in TASKS if task != HELD_OUT_TASK)
@@ -324,23 +336,23 @@ def generate_responses(model: nn.Module, tokenizer, prompts: list[str], max_new_
 
 
 def evaluate(model: nn.Module, tokenizer, examples: list[Example], max_new_tokens: int = 24) -> dict:
-    """Exact match per task (answer read with :func:`answer_of`) and the share of concise correct replies
-    (the reply is exactly the answer), over ``examples``: {"exact": {task: rate}, "concise": {task: rate},
-    "replies": [...]} plus overall rates "exact_all" and "concise_all"."""
+    """Exact match per task (answer read with :func:`answer_of`), the share of concise correct replies
+    (the reply is exactly the answer) and the share of well-formed replies (the answer has the task's
+    form in :data:`FORMS`, right or wrong), over ``examples``: {"exact": {task: rate}, "concise": {...},
+    "form": {...}, "replies": [...]} plus the overall rates "exact_all", "concise_all" and "form_all"."""
     replies = generate_responses(model, tokenizer, [e.prompt for e in examples], max_new_tokens)
-    exact: dict[str, list[bool]] = {}
-    concise: dict[str, list[bool]] = {}
+    hits: dict[str, dict[str, list[bool]]] = {"exact": {}, "concise": {}, "form": {}}
     for example, reply in zip(examples, replies):
-        exact.setdefault(example.task, []).append(answer_of(reply) == example.answer)
-        concise.setdefault(example.task, []).append(reply == example.answer)
-    rate = lambda hits: sum(hits) / len(hits)  # noqa: E731
-    return {
-        "exact": {task: rate(hits) for task, hits in exact.items()},
-        "concise": {task: rate(hits) for task, hits in concise.items()},
-        "exact_all": rate([h for hits in exact.values() for h in hits]),
-        "concise_all": rate([h for hits in concise.values() for h in hits]),
-        "replies": replies,
-    }
+        answer = answer_of(reply)
+        hits["exact"].setdefault(example.task, []).append(answer == example.answer)
+        hits["concise"].setdefault(example.task, []).append(reply == example.answer)
+        hits["form"].setdefault(example.task, []).append(bool(FORMS[example.task].fullmatch(answer)))
+    rate = lambda flags: sum(flags) / len(flags)  # noqa: E731
+    result: dict = {"replies": replies}
+    for kind, by_task in hits.items():
+        result[kind] = {task: rate(flags) for task, flags in by_task.items()}
+        result[f"{kind}_all"] = rate([flag for flags in by_task.values() for flag in flags])
+    return result
 
 
 # --------------------------------------------------------------------------- preference tuning (DPO)
@@ -419,7 +431,8 @@ def dpo_loss(
 
 @torch.no_grad()
 def preference_metrics(policy, reference, pairs: list[Pair], tokenizer, beta: float) -> dict:
-    """Mean reward margin and preference accuracy (share of pairs with a positive margin) on ``pairs``."""
+    """Mean reward margin, preference accuracy (share of pairs with a positive margin) and the mean implicit
+    rewards of the chosen and of the rejected replies on ``pairs``."""
     device = next(policy.parameters()).device
     xc, yc = _pair_batch(pairs, tokenizer, "chosen", device)
     xr, yr = _pair_batch(pairs, tokenizer, "rejected", device)
@@ -433,7 +446,8 @@ def preference_metrics(policy, reference, pairs: list[Pair], tokenizer, beta: fl
     finally:
         policy.train(was)
     margin = chosen - rejected
-    return {"loss": float(loss), "margin": float(margin.mean()), "accuracy": float((margin > 0).float().mean())}
+    return {"loss": float(loss), "margin": float(margin.mean()), "accuracy": float((margin > 0).float().mean()),
+            "chosen_reward": float(chosen.mean()), "rejected_reward": float(rejected.mean())}  # fmt: skip
 
 
 def train_dpo(
@@ -452,8 +466,8 @@ def train_dpo(
     """Train ``policy`` with the DPO loss against a frozen copy of itself (the reference), on ``pairs``.
 
     Returns ``(reference, history)``; ``history`` holds, at each evaluation,
-    ``step``, ``loss``, ``margin`` and ``accuracy`` on ``val_pairs``, and the
-    training ``train_loss`` per step."""
+    ``step``, ``loss``, ``margin``, ``accuracy``, ``chosen_reward`` and
+    ``rejected_reward`` on ``val_pairs``, and the training ``train_loss`` per step."""
     validate.positive_int(steps, "steps")
     validate.positive_int(batch_size, "batch_size")
     reference = copy.deepcopy(policy).eval()
@@ -461,14 +475,15 @@ def train_dpo(
         parameter.requires_grad_(False)
     device = next(policy.parameters()).device
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    history: dict[str, list] = {"step": [], "loss": [], "margin": [], "accuracy": [], "train_loss": []}
+    keys = ("loss", "margin", "accuracy", "chosen_reward", "rejected_reward")
+    history: dict[str, list] = {"step": [], "train_loss": [], **{key: [] for key in keys}}
     rng = random.Random(seed)
     started = time.perf_counter()
 
     def record(step):
         metrics = preference_metrics(policy, reference, val_pairs, tokenizer, beta)
         history["step"].append(step)
-        for key in ("loss", "margin", "accuracy"):
+        for key in keys:
             history[key].append(metrics[key])
 
     record(0)
