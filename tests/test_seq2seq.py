@@ -45,3 +45,38 @@ def test_learns_to_copy_a_sequence_with_the_books_training_loop():
     out = model.greedy(src[:100], start_id=1, end_id=2)
     exact = (out[:, :5] == tgt_out[:100]).all(1).float().mean().item()
     assert exact > 0.9, exact
+
+
+def _until_end(row, end_id=2):
+    row = row.tolist()
+    return row[: row.index(end_id) + 1] if end_id in row else row
+
+
+def _log_prob(model, src, target):
+    """The model's log-probability of ``target`` (ids after the start token, end included) for ``src``."""
+    tgt_in = torch.tensor([[1, *target[:-1]]])
+    with torch.no_grad():
+        logits, _ = model(torch.cat([src, tgt_in], 1))
+    return float(torch.log_softmax(logits[0].float(), -1)[torch.arange(len(target)), torch.tensor(target)].sum())
+
+
+def test_beam_of_width_one_is_greedy_and_wider_beams_are_at_least_as_probable():
+    model = small(3)
+    src = torch.randint(3, 12, (16, 6), generator=torch.Generator().manual_seed(0))
+    greedy = model.greedy(src, start_id=1, end_id=2)
+    one = model.beam(src, start_id=1, end_id=2, beam_width=1)
+    assert [_until_end(r) for r in greedy] == [_until_end(r) for r in one]
+    wide = model.beam(src, start_id=1, end_id=2, beam_width=4)
+    for row in range(16):
+        g, b = _until_end(greedy[row]), _until_end(wide[row])
+        if g[-1] != 2 or b[-1] != 2:
+            continue  # compare finished targets only
+        lg, lb = _log_prob(model, src[row : row + 1], g), _log_prob(model, src[row : row + 1], b)
+        assert lb >= lg - 1e-4, (row, lg, lb)
+    # exhaustive check on a tiny case: a beam as wide as the vocabulary finds the most probable target of
+    # at most 2 tokens (after the end token 2 a target stops)
+    tiny = small(4, tgt_vocab_size=4, tgt_len=3)
+    s = src[:1]
+    candidates = [[2]] + [[a, b] for a in range(4) if a != 2 for b in range(4)]
+    best = max(candidates, key=lambda t: _log_prob(tiny, s, t))
+    assert _until_end(tiny.beam(s, start_id=1, end_id=2, beam_width=4)[0]) == best

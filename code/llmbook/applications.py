@@ -6,6 +6,19 @@ reviews): a fixed held-out split (:func:`sentiment_split`), a word vocabulary
 loop (:class:`ClassificationBatcher`), a classifier head on the book's GPT
 (:class:`GPTClassifier`, fine-tuned whole or head only), accuracy with a 95%
 Wilson interval (:func:`accuracy`, :func:`wilson_interval`).
+
+Translation data: English number words and Chinese numerals for 0 <= n < 100,000
+(:func:`number_to_english`, :func:`number_to_chinese`).
+
+Question answering on generated stories (:func:`make_story`, :func:`encode_qa`,
+:func:`qa_exact_match`): a GPT reads "Q: question story A:" and answers.
+
+Induction heads (Olsson et al. 2022): sequences with a repeated random segment
+(:func:`repeated_segment_batch`), a 2-layer attention-only Transformer whose
+heads can be ablated (:class:`AttentionOnly`), per-head previous-token,
+duplicate-token, prefix-matching and copying scores (:func:`head_scores`).
+In-context learning of a rule: which of a family of rules is in force, to
+infer from k examples (:class:`RuleTaskBatcher`, :func:`few_shot_accuracy`).
 """
 
 from __future__ import annotations
@@ -14,12 +27,14 @@ import math
 import random
 import re
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import validate
+from .attention import apply_rope
 from .models import GPT
 
 __all__ = [
@@ -30,6 +45,24 @@ __all__ = [
     "GPTClassifier",
     "wilson_interval",
     "accuracy",
+    "number_to_english",
+    "number_to_chinese",
+    "QA_PEOPLE",
+    "QA_PLACES",
+    "QA_OBJECTS",
+    "QA_WORDS",
+    "make_story",
+    "qa_examples",
+    "encode_qa",
+    "qa_exact_match",
+    "repeated_segment_batch",
+    "AttentionOnlyConfig",
+    "AttentionOnly",
+    "segment_losses",
+    "head_scores",
+    "train_repeats",
+    "RuleTaskBatcher",
+    "few_shot_accuracy",
 ]
 
 _WORD = re.compile(r"[a-z0-9']+|[.,!?;:()\-]")
@@ -265,3 +298,334 @@ def number_to_chinese(n: int) -> str:
             out.append(_CN_DIGITS[digit])
         out.append(unit)
     return "".join(out)
+
+
+# --------------------------------------------------------------------------- question answering: generated stories
+
+QA_PEOPLE = ("mary", "john", "sandra", "daniel", "emma", "omar")
+QA_PLACES = ("kitchen", "garden", "office", "hallway", "bedroom", "cellar")
+QA_OBJECTS = ("apple", "football", "book", "key", "lamp", "coin")
+_QA_MOVES = ("went to the", "is in the", "moved to the", "travelled to the")
+_QA_TAKES = ("picked up the", "put down the")
+QA_WORDS = ("<pad>", "Q:", "A:", ".", "?", "where", "is", *QA_PEOPLE, *QA_PLACES, *QA_OBJECTS)
+QA_WORDS = tuple(dict.fromkeys(QA_WORDS + tuple(" ".join(_QA_MOVES + _QA_TAKES).split())))
+
+
+def make_story(rng: random.Random, sentences: tuple[int, int] = (3, 6)) -> tuple[str, str, str]:
+    """One story, a question about it and the answer, as ``(story, question, answer)``.
+
+    Each sentence (six words) puts one person in one place ("mary went to the kitchen .") or has one
+    person handle an object ("john picked up the key ."); every person, place and object occurs at most
+    once in a story, and at least one sentence puts a person in a place. The question, "where is <person> ?",
+    asks about one of those sentences drawn at random; its answer is a place. The other sentences are
+    distractors: other people in other places, and objects.
+
+    >>> make_story(random.Random(0))[2] in QA_PLACES
+    True
+    """
+    low, high = sentences
+    validate.positive_int(low, "sentences[0]")
+    validate.positive_int(high, "sentences[1]", minimum=low)
+    if high > len(QA_PEOPLE):
+        raise ValueError(f"sentences allows up to {high} sentences; a story has at most {len(QA_PEOPLE)} people")
+    n = rng.randint(low, high)
+    people = rng.sample(QA_PEOPLE, n)
+    places = rng.sample(QA_PLACES, n)
+    objects = rng.sample(QA_OBJECTS, n)
+    facts, lines = [], []
+    for i, (person, place, thing) in enumerate(zip(people, places, objects)):
+        if i == 0 or rng.random() < 0.6:  # the first stays a location (shuffled below): one question at least
+            lines.append(f"{person} {rng.choice(_QA_MOVES)} {place} .")
+            facts.append((f"where is {person} ?", place))
+        else:
+            lines.append(f"{person} {rng.choice(_QA_TAKES)} {thing} .")
+    rng.shuffle(lines)
+    question, answer = rng.choice(facts)
+    return " ".join(lines), question, answer
+
+
+def qa_examples(n: int, seed: int, sentences: tuple[int, int] = (3, 6)) -> list[tuple[str, str, str]]:
+    """``n`` stories from :func:`make_story` with a fixed ``seed`` (different seeds: different stories)."""
+    rng = random.Random(validate.nonnegative_int(seed, "seed"))
+    return [make_story(rng, sentences) for _ in range(validate.positive_int(n, "n"))]
+
+
+def encode_qa(examples, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, y, where)`` for a GPT that reads the question, then the story, and answers after "A:":
+    ``x`` (N, length) the ids of "Q: question story A: answer" padded with 0 at the end, ``y`` (N, length) -100 except at the "A:"
+    position, whose target is the answer, and ``where`` (N,) that position."""
+    validate.positive_int(length, "length")
+    index = {word: i for i, word in enumerate(QA_WORDS)}
+    x = torch.zeros(len(examples), length, dtype=torch.long)
+    y = torch.full((len(examples), length), -100, dtype=torch.long)
+    where = torch.zeros(len(examples), dtype=torch.long)
+    for row, (story, question, answer) in enumerate(examples):
+        ids = [index[w] for w in f"Q: {question} {story} A: {answer}".split()]
+        if len(ids) > length:
+            raise ValueError(f"example {row} has {len(ids)} words, more than length={length}; raise length")
+        x[row, : len(ids)] = torch.tensor(ids)
+        where[row] = len(ids) - 2  # the "A:" token, which predicts the answer
+        y[row, where[row]] = ids[-1]
+    return x, y, where
+
+
+@torch.no_grad()
+def qa_exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, where: torch.Tensor, batch_size: int = 256):
+    """The share of examples whose most likely next word at the "A:" position is the answer."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    right = 0
+    for start in range(0, x.shape[0], batch_size):
+        rows = torch.arange(start, min(start + batch_size, x.shape[0]))
+        logits = model(x[rows].to(device))[0][torch.arange(len(rows)), where[rows].to(device)].cpu()
+        right += int((logits.argmax(-1) == y[rows, where[rows]]).sum())
+    model.train(was_training)
+    return right / x.shape[0]
+
+
+# --------------------------------------------------------------------------- induction heads (Olsson et al. 2022)
+
+
+def repeated_segment_batch(batch_size: int, length: int, vocab_size: int, segment: int, generator=None):
+    """Random tokens (B, length) in which a random segment of ``segment`` tokens occurs twice, the copy at a
+    random later offset (so no fixed distance predicts it). Returns ``(x, first, repeat)``: ``first`` and
+    ``repeat`` (B, length - 1) mark the positions t whose next token x[t + 1] is inside the first occurrence
+    (after its first token) and inside the copy (after its first token): the copy is predictable, the first
+    occurrence is not."""
+    B = validate.positive_int(batch_size, "batch_size")
+    T = validate.positive_int(length, "length")
+    V = validate.positive_int(vocab_size, "vocab_size", minimum=2)
+    L = validate.positive_int(segment, "segment", minimum=2)
+    if 2 * L > T:
+        raise ValueError(f"segment={L} cannot occur twice in length={T}; use segment <= {T // 2}")
+    x = torch.randint(0, V, (B, T), generator=generator)
+    first = torch.zeros(B, T - 1, dtype=torch.bool)
+    repeat = torch.zeros(B, T - 1, dtype=torch.bool)
+    for row in range(B):
+        a = int(torch.randint(0, T - 2 * L + 1, (1,), generator=generator))
+        b = int(torch.randint(a + L, T - L + 1, (1,), generator=generator))
+        x[row, b : b + L] = x[row, a : a + L]
+        first[row, a : a + L - 1] = True
+        repeat[row, b : b + L - 1] = True
+    return x, first, repeat
+
+
+@dataclass
+class AttentionOnlyConfig:
+    """Sizes of an :class:`AttentionOnly` Transformer: vocabulary, context, layers, heads, width."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    positions: str = "learned"  # or "rope": no position in the residual stream, only relative offsets
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            validate.positive_int(getattr(self, name), name)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        validate.one_of(self.positions, "positions", ("learned", "rope"))
+        if self.positions == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"positions='rope' needs an even head width, got {self.n_embd} // {self.n_head}")
+
+
+class AttentionOnly(nn.Module):
+    """A decoder with attention layers only (no MLP, no LayerNorm), the model of Olsson et al.'s analysis:
+    token and learned position embeddings, ``n_layer`` causal multi-head attention layers added to the
+    residual stream, an unembedding. ``forward(idx, targets=None, ablate=(), return_attention=False)``;
+    ``ablate`` is a set of ``(layer, head)`` whose output is zeroed before the output projection."""
+
+    def __init__(self, config: AttentionOnlyConfig):
+        super().__init__()
+        if not isinstance(config, AttentionOnlyConfig):
+            raise TypeError(f"AttentionOnly is built from an AttentionOnlyConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.token_embedding = nn.Embedding(c.vocab_size, c.n_embd)
+        self.position_embedding = nn.Embedding(c.block_size, c.n_embd) if c.positions == "learned" else None
+        self.qkv = nn.ModuleList(nn.Linear(c.n_embd, 3 * c.n_embd, bias=False) for _ in range(c.n_layer))
+        self.out = nn.ModuleList(nn.Linear(c.n_embd, c.n_embd, bias=False) for _ in range(c.n_layer))
+        self.unembed = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        # PyTorch's default initialisation (embeddings N(0, 1), linear layers U(±1/√d)): attention scores of
+        # order 1 from the start, so that attention patterns can form (a 0.02 init leaves them flat for long)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, ablate=(), return_attention=False):
+        c = self.config
+        idx = validate.token_ids(idx, c.vocab_size, block_size=c.block_size).long()
+        for layer, head in ablate:
+            if not (0 <= layer < c.n_layer and 0 <= head < c.n_head):
+                raise ValueError(f"ablate names (layer, head) = ({layer}, {head}); the model has {c.n_layer} "
+                                 f"layers of {c.n_head} heads, numbered from 0")  # fmt: skip
+        B, T = idx.shape
+        H, dh = c.n_head, c.n_embd // c.n_head
+        x = self.token_embedding(idx)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(T, device=idx.device))
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        attentions = []
+        for layer in range(c.n_layer):
+            q, k, v = self.qkv[layer](x).view(B, T, 3, H, dh).permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
+            if c.positions == "rope":
+                q, k = apply_rope(q), apply_rope(k)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
+            weights = scores.masked_fill(~causal, float("-inf")).softmax(-1)  # (B, H, T, T)
+            heads = weights @ v  # (B, H, T, dh)
+            for ablated_layer, head in ablate:
+                if ablated_layer == layer:
+                    heads = heads.clone()
+                    heads[:, head] = 0.0
+            x = x + self.out[layer](heads.transpose(1, 2).reshape(B, T, c.n_embd))
+            attentions.append(weights)
+        logits = self.unembed(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.long().flatten(), ignore_index=-100)
+        if return_attention:
+            return logits, loss, attentions
+        return logits, loss
+
+
+def segment_losses(model: nn.Module, x: torch.Tensor, first: torch.Tensor, repeat: torch.Tensor, ablate=()):
+    """``(first, repeat)``: the model's mean loss (nats) on the first occurrence and on the copy of
+    :func:`repeated_segment_batch`'s segments (``ablate`` as in :meth:`AttentionOnly.forward`)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(x.to(device), ablate=ablate)[0][:, :-1].float().cpu()
+    model.train(was_training)
+    losses = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten(), reduction="none").view(first.shape)
+    return float(losses[first].mean()), float(losses[repeat].mean())
+
+
+@torch.no_grad()
+def head_scores(model: AttentionOnly, half: int = 20, batch_size: int = 64, generator=None) -> dict[str, torch.Tensor]:
+    """Per-head scores (each (n_layer, n_head)) on sequences of ``half`` distinct random tokens repeated once:
+
+    - ``previous``: the mean attention from each position to the one before it;
+    - ``duplicate``: the mean attention from a token of the second half to its own first occurrence;
+    - ``prefix``: prefix matching, the mean attention from a token of the second half to the position just
+      after that token's first occurrence (an induction head's pattern);
+    - ``copying``: the share of tokens that the head's output, read directly by the unembedding, makes the
+      most likely next token when the head attends to that token (W_U W_O W_V W_E's diagonal wins its column).
+    """
+    c = model.config
+    half = validate.positive_int(half, "half", minimum=2)
+    if 2 * half > c.block_size or half > c.vocab_size:
+        raise ValueError(f"half={half}: two copies must fit in block_size={c.block_size} and the tokens be "
+                         f"distinct among vocab_size={c.vocab_size}")  # fmt: skip
+    device = next(model.parameters()).device
+    first = torch.stack([torch.randperm(c.vocab_size, generator=generator)[:half] for _ in range(batch_size)])
+    x = torch.cat([first, first], 1).to(device)
+    was_training = model.training
+    model.eval()
+    _, _, attentions = model(x, return_attention=True)
+    model.train(was_training)
+    weights = torch.stack(attentions).float()  # (L, B, H, T, T)
+    T = 2 * half
+    rows = torch.arange(1, T, device=device)
+    previous = weights[..., rows, rows - 1].mean((1, 3))
+    second = torch.arange(half, T, device=device)
+    prefix = weights[..., second, second - half + 1].mean((1, 3))
+    duplicate = weights[..., second, second - half].mean((1, 3))
+    dh = c.n_embd // c.n_head
+    copying = torch.zeros(c.n_layer, c.n_head)
+    embedding = model.token_embedding.weight  # (V, d)
+    for layer in range(c.n_layer):
+        w_v = model.qkv[layer].weight[2 * c.n_embd :]  # (d, d): rows are the heads' value features
+        for head in range(c.n_head):
+            part = slice(head * dh, (head + 1) * dh)
+            moved = embedding @ w_v[part].T @ model.out[layer].weight[:, part].T  # (V, d): token j's output
+            logits = model.unembed(moved)  # (V source, V logits)
+            copying[layer, head] = (logits.argmax(-1) == torch.arange(c.vocab_size, device=device)).float().mean()
+    return {"previous": previous.cpu(), "duplicate": duplicate.cpu(), "prefix": prefix.cpu(), "copying": copying}
+
+
+def train_repeats(model: AttentionOnly, steps: int, segment: int, batch_size: int = 32, lr: float = 1e-3,
+                  eval_interval: int = 50, seed: int = 0) -> list[dict]:  # fmt: skip
+    """Train ``model`` (AdamW, constant ``lr``) on :func:`repeated_segment_batch` sequences of its whole
+    context, next-token loss everywhere. Every ``eval_interval`` steps (and at the end) record the step,
+    the loss on first occurrences and on copies (one fixed batch of 256 sequences) and the heads' largest
+    prefix-matching score. Returns those records."""
+    c = model.config
+    steps = validate.positive_int(steps, "steps")
+    eval_interval = validate.positive_int(eval_interval, "eval_interval")
+    generator = torch.Generator().manual_seed(seed)
+    probe = repeated_segment_batch(256, c.block_size, c.vocab_size, segment, torch.Generator().manual_seed(seed + 1))
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=validate.finite_float(lr, "lr", low=0, low_inclusive=False))
+    history = []
+
+    def record(step):
+        first, repeat = segment_losses(model, *probe)
+        prefix = head_scores(model, half=min(c.block_size // 2, c.vocab_size, 20), batch_size=32,
+                             generator=torch.Generator().manual_seed(seed + 2))["prefix"]  # fmt: skip
+        history.append({"step": step, "first": first, "repeat": repeat, "prefix": float(prefix.max())})
+
+    model.train()
+    for step in range(steps):
+        if step % eval_interval == 0:
+            record(step)
+        x, _, _ = repeated_segment_batch(batch_size, c.block_size, c.vocab_size, segment, generator)
+        x = x.to(device)
+        _, loss = model(x, _shifted(x))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    record(steps)
+    return history
+
+
+def _shifted(x: torch.Tensor) -> torch.Tensor:
+    """Next-token targets for ``x``: x shifted left by one, the last position ignored (-100)."""
+    y = torch.full_like(x, -100)
+    y[:, :-1] = x[:, 1:]
+    return y
+
+
+# --------------------------------------------------------------------------- few-shot: a rule inferred in context
+
+
+class RuleTaskBatcher:
+    """Sequences ``x1 y1 x2 y2 ... xK yK`` over ``vocab_size`` tokens where ``y = rule(x)`` for one rule per
+    sequence, drawn from a fixed family of ``rules`` random permutations of the vocabulary (the family is
+    fixed by ``seed``; a model learns it in training). The pairs tell which rule is in force, and every ``x``
+    of a sequence is different, so no ``y`` can be copied from an earlier pair: the rule must be inferred
+    and applied. ``get_batch(split, batch_size, generator)`` returns ``x`` (B, 2K) and targets (B, 2K): at
+    each ``x_i``'s position, ``y_i``; elsewhere -100. The prediction of ``y_{k+1}`` has seen ``k`` examples."""
+
+    def __init__(self, vocab_size: int, pairs: int, rules: int = 4, seed: int = 0):
+        self.vocab_size = validate.positive_int(vocab_size, "vocab_size", minimum=2)
+        self.pairs = validate.positive_int(pairs, "pairs")
+        if self.pairs > self.vocab_size:
+            raise ValueError(f"pairs={pairs} distinct x need vocab_size >= pairs, got vocab_size={vocab_size}")
+        generator = torch.Generator().manual_seed(validate.nonnegative_int(seed, "seed"))
+        count = validate.positive_int(rules, "rules")
+        self.rules = torch.stack([torch.randperm(self.vocab_size, generator=generator) for _ in range(count)])
+        self.block_size = 2 * self.pairs
+
+    def get_batch(self, split: str, batch_size: int, generator=None):
+        validate.one_of(split, "split", ("train", "val"))
+        B, V, K = validate.positive_int(batch_size, "batch_size"), self.vocab_size, self.pairs
+        xs = torch.stack([torch.randperm(V, generator=generator)[:K] for _ in range(B)])  # (B, K)
+        rule = torch.randint(0, len(self.rules), (B,), generator=generator)
+        ys = self.rules[rule[:, None], xs]  # (B, K)
+        x = torch.stack([xs, ys], 2).view(B, 2 * K)
+        y = torch.full_like(x, -100)
+        y[:, 0::2] = ys
+        return x, y
+
+
+@torch.no_grad()
+def few_shot_accuracy(model: nn.Module, batcher, n: int = 2000, seed: int = 0) -> list[float]:
+    """Accuracy of ``model`` on ``y_{k+1}`` after ``k`` examples, for k = 0 .. pairs - 1, on ``n`` fresh
+    sequences of ``batcher`` (a :class:`RuleTaskBatcher`)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x, y = batcher.get_batch("val", validate.positive_int(n, "n"), torch.Generator().manual_seed(seed))
+    logits = model(x.to(device))[0][:, 0::2].cpu()  # (n, K): the predictions of y_1 .. y_K
+    model.train(was_training)
+    return (logits.argmax(-1) == y[:, 0::2]).float().mean(0).tolist()

@@ -338,6 +338,43 @@ def _chapter_8(size: Mapping[str, Any]) -> list[Run]:
             2 * NUMERAL_POSITIONS * 2 * model["n_layer"] * CALL_SECONDS_PER_LAYER,
         )
     )
+    # beam search on both test sets: beam_width rows per number, one call per target position
+    runs.append(
+        Run(
+            "translation: beam search",
+            forward * NUMERAL_POSITIONS * tr["beam_width"] * 2 * tr["test"],
+            NUMERAL_POSITIONS * 2 * model["n_layer"] * CALL_SECONDS_PER_LAYER,
+        )
+    )
+    runs += _chapter_8_reading_and_in_context(size)
+    return runs
+
+
+QA_LENGTH = 44  # the chapter's QA_LEN: six sentences of six words, the question and the answer
+
+
+def _chapter_8_reading_and_in_context(size: Mapping[str, Any]) -> list[Run]:
+    """Chapter 8's question answering, induction-head and few-shot runs."""
+    from llmbook.applications import QA_WORDS
+
+    qa = size["qa"]
+    reader = _gpt(vocab_size=len(QA_WORDS), block_size=QA_LENGTH, **qa["model"])
+    runs = [
+        training_run("question answering: GPT", reader, qa["steps"], qa["batch_size"], max(1, qa["steps"] // 4), 2),
+        Run("question answering: test", reader.flops_per_token(training=False) * QA_LENGTH * 2 * qa["test"]),
+    ]
+    # The attention-only model: per token, 4·d² weights per layer and the unembedding (d·V), plus attention
+    # over the context; training triples the forward pass. Each evaluation reads 256 + 32 sequences.
+    ind = size["induction"]
+    d, T, V = ind["n_embd"], ind["length"], ind["vocab"]
+    forward = 2 * (2 * 4 * d * d + d * V) + 2 * 2 * 2 * d * T
+    evaluations = ind["steps"] // ind["eval_interval"] + 2
+    tokens = 3 * ind["steps"] * ind["batch_size"] * T + evaluations * (256 + 32) * T + 2048 * T
+    runs.append(Run("induction heads: attention-only model", float(forward * tokens)))
+    fs = size["fewshot"]
+    learner = _gpt(vocab_size=fs["vocab"], block_size=2 * fs["pairs"], **fs["model"])
+    runs.append(training_run("in-context learning: GPT", learner, fs["steps"], fs["batch_size"],
+                             max(1, fs["steps"] // 4), 2))  # fmt: skip
     return runs
 
 

@@ -146,3 +146,40 @@ class Seq2Seq(nn.Module):
             logits, weights = self.decode(out[:, :-1], memory, mask, need_weights=True)
             return out[:, 1:], weights[-1]
         return out[:, 1:]
+
+    @torch.no_grad()
+    def beam(self, src: torch.Tensor, start_id: int, end_id: int, beam_width: int = 4):
+        """Beam search: keep the ``beam_width`` most probable partial targets of each source, extend each by
+        every token, keep the best ``beam_width`` again; a target that has produced ``end_id`` is finished
+        (it is extended only by padding, at no cost). Returns, like :meth:`greedy`, the ids (B, <= tgt_len - 1)
+        of each source's most probable target (sum of log-probabilities) without the start token; with
+        ``beam_width=1`` it is greedy decoding."""
+        c = self.config
+        W = validate.positive_int(beam_width, "beam_width")
+        if W > c.tgt_vocab_size:
+            raise ValueError(f"beam_width={W} is more than the {c.tgt_vocab_size} target tokens; use fewer beams")
+        was_training = self.training
+        self.eval()
+        memory, mask = self.encode(src)
+        B = src.shape[0]
+        memory, mask = memory.repeat_interleave(W, 0), mask.repeat_interleave(W, 0)
+        seqs = torch.full((B * W, 1), start_id, dtype=torch.long, device=src.device)
+        scores = torch.full((B, W), float("-inf"), device=src.device)
+        scores[:, 0] = 0.0  # one live beam at the start: the others would duplicate it
+        done = torch.zeros(B * W, dtype=torch.bool, device=src.device)
+        for _ in range(c.tgt_len - 1):
+            logits, _ = self.decode(seqs, memory, mask)
+            logp = F.log_softmax(logits[:, -1].float(), -1)  # (B·W, V)
+            logp[done] = float("-inf")
+            logp[done, c.pad_id] = 0.0  # a finished target only pads
+            total = (scores.view(-1, 1) + logp).view(B, W * c.tgt_vocab_size)
+            scores, index = total.topk(W, dim=1)  # (B, W)
+            rows = (torch.arange(B, device=src.device)[:, None] * W + index // c.tgt_vocab_size).view(-1)
+            tokens = (index % c.tgt_vocab_size).view(-1, 1)
+            seqs = torch.cat([seqs[rows], tokens], 1)
+            done = done[rows] | (tokens.view(-1) == end_id)
+            if bool(done.all()):
+                break
+        self.train(was_training)
+        best = scores.argmax(1)
+        return seqs.view(B, W, -1)[torch.arange(B, device=src.device), best, 1:]
