@@ -168,11 +168,12 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(
-            "quantize_per_channel needs a 2-d floating-point weight matrix (out_features, in_features), got "
-            f"{type(weight).__name__}{tuple(weight.shape) if isinstance(weight, torch.Tensor) else ''}"
+            "quantize_per_channel needs a 2-d floating-point weight matrix "
+            f"(out_features, in_features), got {type(weight).__name__}"
+            + (f"{tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else "")
         )
     if not torch.isfinite(weight).all():
-        raise ValueError("the weight holds NaN or infinite values; quantize a finite matrix")
+        raise ValueError("the weight holds NaN or inf values; quantize a finite one")
     w = weight.detach().float()
     scale = w.abs().amax(dim=1) / 127.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -266,12 +267,15 @@ def distillation_loss(
     alpha = validate.finite_float(alpha, "alpha", low=0, high=1, hint="the weight of the teacher's term, 0 to 1")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
-            f"student and teacher logits must have the same shape (..., V), got {tuple(student_logits.shape)} "
-            f"and {tuple(teacher_logits.shape)}; both models must share the tokenizer"
+            "student and teacher logits must have the same shape "
+            f"(..., V), got {tuple(student_logits.shape)} and "
+            f"{tuple(teacher_logits.shape)}; both models must share "
+            "the tokenizer"
         )
     if targets.shape != student_logits.shape[:-1]:
         raise ValueError(
-            f"targets must have the logits' shape without the vocabulary, {tuple(student_logits.shape[:-1])}; "
+            "targets must have the logits' shape without the vocabulary, "
+            f"{tuple(student_logits.shape[:-1])}; "
             f"got {tuple(targets.shape)}"
         )
     vocab = student_logits.shape[-1]
@@ -279,7 +283,7 @@ def distillation_loss(
     targets = targets.reshape(-1)
     keep = targets != ignore_index
     if not bool(keep.any()):
-        raise ValueError(f"every target is ignore_index ({ignore_index}): there is nothing to learn from")
+        raise ValueError(f"all targets are ignore_index ({ignore_index}): no loss")
     student, teacher, targets = student[keep], teacher[keep], targets[keep]
     hard = F.cross_entropy(student, targets)
     log_p_teacher = F.log_softmax(teacher.detach() / temperature, dim=-1)

@@ -125,7 +125,7 @@ def check_weat_effect_size(weat_effect_size):
 @exercise(
     "ch10.quantize_int8",
     name="quantize_int8",
-    title="Quantize a linear layer's weight to int8 by hand",
+    title="Quantize a weight matrix to int8",
     wrong=[
         # one scale for the whole matrix
         lambda w: (
