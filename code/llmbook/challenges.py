@@ -396,9 +396,7 @@ def hidden_states(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
     Returns ``n_layer + 1`` tensors (B, T, d). The last one, through ``ln_f`` and ``lm_head``, gives the
     model's logits exactly.
     """
-    for part in ("token_embedding", "position_embedding", "blocks", "ln_f", "lm_head", "config"):
-        if not hasattr(model, part):
-            raise TypeError(f"hidden_states needs a llmbook GPT (it has no {part!r}); got {type(model).__name__}")
+    _check_gpt(model, "hidden_states", ("token_embedding", "position_embedding", "blocks", "ln_f", "lm_head", "config"))
     config = model.config
     idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
     was_training = model.training
@@ -464,8 +462,9 @@ def linear_probe(
         return float((probe(test_x).argmax(-1) == test_y).float().mean())
 
 
-def _check_gpt(model: nn.Module, caller: str) -> None:
-    for part in ("token_embedding", "blocks", "lm_head", "config"):
+def _check_gpt(model: nn.Module, caller: str, parts=("token_embedding", "blocks", "lm_head", "config")) -> None:
+    """TypeError unless ``model`` has every attribute of ``parts`` that ``caller`` uses (a llmbook GPT)."""
+    for part in parts:
         if not hasattr(model, part):
             raise TypeError(f"{caller} needs a llmbook GPT (it has no {part!r}); got {type(model).__name__}")
 
