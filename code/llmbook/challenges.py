@@ -399,17 +399,13 @@ def hidden_states(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
     _check_gpt(model, "hidden_states", ("token_embedding", "position_embedding", "blocks", "ln_f", "lm_head", "config"))
     config = model.config
     idx = validate.token_ids(idx, config.vocab_size, block_size=config.block_size).long()
-    was_training = model.training
-    model.eval()
-    try:
+    with runtime.eval_mode(model):
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = model.token_embedding(idx) + model.position_embedding(positions)
         states = [x]
         for block in model.blocks:
             x, _ = block(x, is_causal=config.causal)
             states.append(x)
-    finally:
-        model.train(was_training)
     return states
 
 
@@ -479,12 +475,8 @@ def attention_from_last(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """
     _check_gpt(model, "attention_from_last")
     idx = validate.token_ids(idx, model.config.vocab_size, block_size=model.config.block_size).long()
-    was_training = model.training
-    model.eval()
-    try:
+    with runtime.eval_mode(model):
         attentions = model(idx, return_attention=True)[2]  # n_layer × (B, H, T, T)
-    finally:
-        model.train(was_training)
     return torch.stack([weights[:, :, -1, :] for weights in attentions], dim=1)
 
 
@@ -507,10 +499,8 @@ def gradient_x_input(model: nn.Module, idx: torch.Tensor, target: torch.Tensor |
         return leaf
 
     handle = model.token_embedding.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.enable_grad():
+        with runtime.eval_mode(model), torch.enable_grad():
             log_probs = F.log_softmax(model(idx)[0][:, -1].float(), dim=-1)  # (B, V)
             if target is None:
                 target = log_probs.argmax(-1)
@@ -525,7 +515,6 @@ def gradient_x_input(model: nn.Module, idx: torch.Tensor, target: torch.Tensor |
             (gradient,) = torch.autograd.grad(score, captured[0])
     finally:
         handle.remove()
-        model.train(was_training)
     return (gradient * captured[0]).sum(-1).abs().detach()  # (B, T)
 
 
